@@ -1,0 +1,76 @@
+"""Command line: `python -m trainer <command>`. Errors print one line and exit 2; no tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import UserError
+
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+
+
+def cmd_make_demo_model(args) -> int:
+    from .models.demo import make_demo_model
+    from .models.devices import PRECISIONS
+
+    out = make_demo_model(args.family, args.out, seed=args.seed, dtype=PRECISIONS[args.dtype],
+                          v_prediction=args.v_prediction, size=args.size)
+    print(out)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .demo_assets import ensure_demo_model
+    from .models.components import load_components
+    from .models.devices import PRECISIONS, default_device
+
+    model = args.model
+    if not model:
+        model = ensure_demo_model()
+        print(f"no --model given: using the bundled demo model {model} (random weights)")
+    v_pred = {"auto": None, "v": True, "eps": False}[args.prediction]
+    components = load_components(model, dtype=PRECISIONS[args.precision], device=default_device(),
+                                 v_prediction=v_pred)
+    print(components.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="TrainTrain LoRA trainer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-demo-model", help="write a tiny random-weight checkpoint in the LDM key layout")
+    p.add_argument("--family", choices=("sd1", "sd2", "sdxl"), default="sd1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=PRECISION_CHOICES, default="fp16")
+    p.add_argument("--v-prediction", action="store_true", help="mark it as a v-prediction model in its .yaml")
+    p.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                   help="tiny: the demo/test model (tens of MB); full: the released architecture, random weights")
+    p.add_argument("out", help="output .safetensors path (a .yaml is written beside it)")
+    p.set_defaults(func=cmd_make_demo_model)
+
+    p = sub.add_parser("info", help="load a checkpoint offline and print what was found")
+    p.add_argument("model", nargs="?", help="checkpoint (.safetensors/.ckpt); default: the bundled demo model")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32")
+    p.add_argument("--prediction", choices=("auto", "eps", "v"), default="auto")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reading checkpoints and building model components (UNet, text encoders, VAE, tokenizers, schedule)."""
