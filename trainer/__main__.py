@@ -37,6 +37,17 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    import json
+
+    from .networks.io import inspect_lora
+
+    report = inspect_lora(args.lora, model=args.model, family_name=args.family)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    unmatched = report["unmatched"]
+    return 1 if any(unmatched.values()) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="TrainTrain LoRA trainer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32")
     p.add_argument("--prediction", choices=("auto", "eps", "v"), default="auto")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("inspect", help="describe a LoRA file and list the keys the webui or ComfyUI would not load")
+    p.add_argument("lora", help="a .safetensors LoRA / LoCon / LoHa file")
+    p.add_argument("--model", help="check against this checkpoint (default: the family's released architecture)")
+    p.add_argument("--family", choices=("sd1", "sd2", "sdxl"), help="when the file's metadata does not say")
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 

@@ -92,18 +92,12 @@ def _rerandomise_zero_weights(model: torch.nn.Module, generator: torch.Generator
                 weight.copy_(torch.randn(weight.shape, generator=generator) * 0.02)
 
 
-def random_components(family: Family, seed: int = 0, v_prediction: bool = False, size: str = "tiny"):
-    """(ldm_config, unet, vae, text_encoders) with deterministic random weights, in fp32."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def text_encoder_configs(family: Family, size: str = "tiny"):
+    """(model class, CLIPTextConfig) per tower of a demo or full-size architecture."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = demo_ldm_config(family, v_prediction, size)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    unet = UNet2DConditionModel(**ldm_config.unet_config(config, family, {}))
-    vae = AutoencoderKL(**ldm_config.vae_config(config, family, {}))
-    text_encoders = []
     sizes = SIZES[size][family.name]
+    out = []
     for spec, layers, width in zip(family.text_encoders, sizes.text_layers, sizes.text_widths):
         cfg = CLIPTextConfig(
             vocab_size=ldm_config.CLIP_VOCAB_SIZE,
@@ -119,7 +113,27 @@ def random_components(family: Family, seed: int = 0, v_prediction: bool = False,
             eos_token_id=ldm_config.CLIP_EOS_ID,
             pad_token_id=1,
         )
-        text_encoders.append((CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel)(cfg))
+        out.append((CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel, cfg))
+    return out
+
+
+def architecture(family: Family, size: str = "tiny", v_prediction: bool = False, device="cpu"):
+    """(ldm_config, unet, vae, text_encoders) built with torch's default init (on `device`; "meta" is free)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    config = demo_ldm_config(family, v_prediction, size)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**ldm_config.unet_config(config, family, {}))
+        vae = AutoencoderKL(**ldm_config.vae_config(config, family, {}))
+        text_encoders = [cls(cfg) for cls, cfg in text_encoder_configs(family, size)]
+    return config, unet, vae, text_encoders
+
+
+def random_components(family: Family, seed: int = 0, v_prediction: bool = False, size: str = "tiny"):
+    """(ldm_config, unet, vae, text_encoders) with deterministic random weights, in fp32."""
+    torch.manual_seed(seed)
+    config, unet, vae, text_encoders = architecture(family, size, v_prediction)
+    generator = torch.Generator().manual_seed(seed)
     for model in (unet, vae, *text_encoders):
         _rerandomise_zero_weights(model, generator)
         model.eval().requires_grad_(False)
@@ -128,7 +142,7 @@ def random_components(family: Family, seed: int = 0, v_prediction: bool = False,
 
 def components_to_ldm(family: Family, unet, vae, text_encoders, generator=None) -> dict[str, torch.Tensor]:
     """All weights of one model in LDM names, plus the schedule buffers real files carry."""
-    tensors = ldm_writer.unet_to_ldm(unet.state_dict(), unet.config.layers_per_block)
+    tensors = ldm_writer.unet_to_ldm(unet.state_dict(), unet.config)
     tensors.update(ldm_writer.vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
     for spec, te in zip(family.text_encoders, text_encoders):
         state = te.state_dict()

@@ -35,47 +35,55 @@ _VAE_ATTN_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v",
 
 def _resnet(rest: str) -> str:
     head, _, tail = rest.partition(".")
-    return f"{_RESNET_TO_LDM.get(head, head)}.{tail}"
+    head = _RESNET_TO_LDM.get(head, head)
+    return f"{head}.{tail}" if tail else head
 
 
-def unet_to_ldm(state: dict[str, torch.Tensor], layers_per_block: int) -> dict[str, torch.Tensor]:
-    """diffusers UNet2DConditionModel keys → `model.diffusion_model.*` (SD1/SD2/SDXL share the scheme).
+def unet_key_to_ldm(key: str, layers_per_block: int, up_blocks_with_attention: set[int]) -> str:
+    """One diffusers UNet2DConditionModel key (or module path) → its LDM name, without the prefix.
 
-    Worked example with layers_per_block n=2 (input index = 1 + 3·level + layer, output = 3·level + layer):
+    Worked examples with layers_per_block n=2 (input index = 1 + 3·level + layer, output = 3·level + layer):
         down_blocks.1.resnets.0.conv1.weight    → input_blocks.4.0.in_layers.2.weight
         down_blocks.1.downsamplers.0.conv.bias  → input_blocks.6.0.op.bias
-        up_blocks.1.attentions.2.proj_out.bias  → output_blocks.5.1.proj_out.bias
+        up_blocks.1.attentions.2.proj_out       → output_blocks.5.1.proj_out
         up_blocks.0.upsamplers.0.conv.weight    → output_blocks.2.1.conv.weight   (no attention in up block 0)
     """
     n = layers_per_block
-    up_has_attention = {int(m.group(1)) for k in state if (m := re.match(r"up_blocks\.(\d+)\.attentions\.", k))}
-    out = {}
-    for key, value in state.items():
-        module, _, param = key.rpartition(".")
-        if module in _UNET_DIRECT:
-            ldm = f"{_UNET_DIRECT[module]}.{param}"
-        elif m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            level, kind, layer, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
-            idx = 1 + (n + 1) * level + layer
-            ldm = f"input_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"input_blocks.{idx}.1.{rest}"
-        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-            ldm = f"input_blocks.{(n + 1) * (int(m.group(1)) + 1)}.0.op.{m.group(2)}"
-        elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-            ldm = f"middle_block.{2 * int(m.group(1))}.{_resnet(m.group(2))}"
-        elif m := re.match(r"mid_block\.attentions\.0\.(.+)", key):
-            ldm = f"middle_block.1.{m.group(1)}"
-        elif m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            level, kind, layer, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
-            idx = (n + 1) * level + layer
-            ldm = f"output_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"output_blocks.{idx}.1.{rest}"
-        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-            level = int(m.group(1))
-            slot = 2 if level in up_has_attention else 1
-            ldm = f"output_blocks.{(n + 1) * level + n}.{slot}.conv.{m.group(2)}"
-        else:
-            raise ValueError(f"no LDM name for UNet key {key!r}")
-        out[UNET_PREFIX + ldm] = value
-    return out
+    module, _, param = key.rpartition(".")
+    if key in _UNET_DIRECT:
+        return _UNET_DIRECT[key]
+    if module in _UNET_DIRECT:
+        return f"{_UNET_DIRECT[module]}.{param}"
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        level, kind, layer, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+        idx = 1 + (n + 1) * level + layer
+        return f"input_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"input_blocks.{idx}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv(\..+)?$", key):
+        return f"input_blocks.{(n + 1) * (int(m.group(1)) + 1)}.0.op{m.group(2) or ''}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"middle_block.{2 * int(m.group(1))}.{_resnet(m.group(2))}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{m.group(1)}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        level, kind, layer, rest = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+        idx = (n + 1) * level + layer
+        return f"output_blocks.{idx}.0.{_resnet(rest)}" if kind == "resnets" else f"output_blocks.{idx}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv(\..+)?$", key):
+        level = int(m.group(1))
+        slot = 2 if level in up_blocks_with_attention else 1
+        return f"output_blocks.{(n + 1) * level + n}.{slot}.conv{m.group(2) or ''}"
+    raise ValueError(f"no LDM name for UNet key {key!r}")
+
+
+def up_blocks_with_attention(unet_config) -> set[int]:
+    return {i for i, kind in enumerate(unet_config["up_block_types"]) if "CrossAttn" in kind}
+
+
+def unet_to_ldm(state: dict[str, torch.Tensor], unet_config) -> dict[str, torch.Tensor]:
+    """diffusers UNet2DConditionModel keys → `model.diffusion_model.*` (SD1/SD2/SDXL share the scheme)."""
+    with_attention = up_blocks_with_attention(unet_config)
+    n = unet_config["layers_per_block"]
+    return {UNET_PREFIX + unet_key_to_ldm(k, n, with_attention): v for k, v in state.items()}
 
 
 def vae_to_ldm(state: dict[str, torch.Tensor], num_levels: int) -> dict[str, torch.Tensor]:

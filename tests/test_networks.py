@@ -1,0 +1,430 @@
+"""LoRA / LoCon / LoHa networks: base untouched, multiplier semantics, save → reload, names, metadata, strength."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from trainer.errors import UserError
+from trainer.models.components import load_components
+from trainer.networks.blocks import BLOCK_IDS
+from trainer.networks.compat import check_keys, names_from_components
+from trainer.networks.io import inspect_lora, lora_file_name, read_lora, save_network
+from trainer.networks.metadata import build_metadata
+from trainer.networks.network import NetworkSpec, create_network, resume_network
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+TYPES = ("lierla", "c3lier", "loha")
+
+
+@pytest.fixture(scope="module")
+def components(demo_models):
+    cache = {}
+
+    def get(family):
+        if family not in cache:
+            cache[family] = load_components(demo_models[family])
+        return cache[family]
+
+    return get
+
+
+def perturb(network, seed=0, scale=None):
+    """Give every adapter weight a random value (LoRA up and LoHa w2a start at zero).
+
+    LoHa's ΔW is a product of four factors, so it needs larger factors for a visible effect."""
+    if scale is None:
+        scale = 0.5 if network.spec.network_type == "loha" else 0.05
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def unet_inputs(c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = c.unet.config
+    added = None
+    if cfg.addition_embed_type == "text_time":
+        pooled = c.text_encoders[1].config.projection_dim
+        added = {"text_embeds": torch.randn(1, pooled, generator=g),
+                 "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]])}
+    return (torch.randn(1, 4, 16, 16, generator=g), torch.tensor([500]),
+            torch.randn(1, 77, cfg.cross_attention_dim, generator=g), added)
+
+
+def unet_out(c, inputs):
+    sample, t, context, added = inputs
+    with torch.no_grad():
+        return c.unet(sample, t, context, added_cond_kwargs=added).sample
+
+
+def text_out(c):
+    ids = c.tokenizers[-1](["a red circle"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return c.text_encoders[-1](ids).last_hidden_state
+
+
+def metadata_for(spec, c, name="test"):
+    return build_metadata(spec=spec, family=c.family, is_v_prediction=c.is_v_prediction, output_name=name,
+                          settings={"train_learning_rate": "1e-4", "train_iterations": "10"})
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+@pytest.mark.parametrize("network_type", TYPES)
+def test_multiplier_save_reload_and_base_untouched(family, network_type, components, tmp_path):
+    c = components(family)
+    base_state = {k: v.clone() for k, v in c.unet.state_dict().items()}
+    inputs = unet_inputs(c)
+    base, base_text = unet_out(c, inputs), text_out(c)
+
+    spec = NetworkSpec(network_type=network_type, rank=4, alpha=2, conv_rank=2, conv_alpha=1)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        perturb(network)
+        with network.at(0.0):
+            assert torch.equal(unet_out(c, inputs), base)
+            assert torch.equal(text_out(c), base_text)
+        with network.at(1.0):
+            with_lora, with_lora_text = unet_out(c, inputs), text_out(c)
+        assert (with_lora - base).abs().max() > 1e-3
+        assert (with_lora_text - base_text).abs().max() > 1e-3
+        path = tmp_path / lora_file_name("net")
+        names = names_from_components(c.family, c.unet, c.text_encoders)
+        saved = save_network(network, path, metadata=metadata_for(spec, c), save_precision="fp32", names=names)
+        assert saved.report.ok
+    finally:
+        network.detach()
+    assert torch.equal(unet_out(c, inputs), base), "detach did not restore the base forward"
+    for key, value in c.unet.state_dict().items():
+        assert torch.equal(value, base_state[key]), f"base weight {key} changed"
+
+    tensors, _ = read_lora(path)
+    resumed = resume_network(c.family, c.unet, c.text_encoders, tensors, str(path))
+    try:
+        assert resumed.spec.network_type == network_type
+        assert len(resumed.adapters) == len(network.adapters)
+        torch.testing.assert_close(unet_out(c, inputs), with_lora, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(text_out(c), with_lora_text, rtol=1e-5, atol=1e-5)
+    finally:
+        resumed.detach()
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_diffusers_load_lora_weights_agrees(family, components, tmp_path):
+    """Third-party oracle: diffusers' kohya converter loads our lierla file and gives the same UNet output."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    c = components(family)
+    spec = NetworkSpec(network_type="lierla", rank=4, alpha=2)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    inputs = unet_inputs(c, seed=1)
+    try:
+        perturb(network, seed=1)
+        ours = unet_out(c, inputs)
+        ours_text = text_out(c)
+        path = tmp_path / "oracle.safetensors"
+        save_network(network, path, metadata=metadata_for(spec, c), save_precision="fp32")
+    finally:
+        network.detach()
+    base = unet_out(c, inputs)
+
+    parts = dict(vae=c.vae, unet=c.unet, scheduler=DDPMScheduler())
+    if family == "sdxl":
+        pipe = StableDiffusionXLPipeline(text_encoder=c.text_encoders[0], text_encoder_2=c.text_encoders[1],
+                                         tokenizer=c.tokenizers[0], tokenizer_2=c.tokenizers[1], **parts)
+    else:
+        pipe = StableDiffusionPipeline(text_encoder=c.text_encoders[0], tokenizer=c.tokenizers[0],
+                                       safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False, **parts)
+    pipe.load_lora_weights(str(path), adapter_name="ours")
+    try:
+        theirs = unet_out(c, inputs)
+        theirs_text = text_out(c)
+    finally:
+        pipe.unload_lora_weights()
+    assert (ours - base).abs().max() > 1e-3  # the LoRA does something
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)  # fp32 file: only summation order differs
+    torch.testing.assert_close(theirs_text, ours_text, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(unet_out(c, inputs), base)
+
+
+def test_loha_delta_is_lycoris_weight_from_the_file(components, tmp_path):
+    """y_network(x) − y_base(x) equals the layer applied with ΔW that lycoris computes from the saved tensors."""
+    from lycoris.functional.loha import diff_weight
+
+    c = components("sd1")
+    spec = NetworkSpec(network_type="loha", rank=4, alpha=2, conv_rank=2, conv_alpha=1, blocks=("IN01",))
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        perturb(network, seed=2)
+        path = tmp_path / "loha.safetensors"
+        save_network(network, path, metadata=metadata_for(spec, c), save_precision="fp32")
+        tensors = load_file(str(path))
+        checked = set()
+        for adapter in network.adapters:
+            layer = adapter.base
+            is_conv = isinstance(layer, torch.nn.Conv2d)
+            kind = "conv3x3" if is_conv and layer.kernel_size != (1, 1) else ("conv1x1" if is_conv else "linear")
+            if kind in checked:
+                continue
+            name = adapter.lora_name
+            t = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(name + ".")}
+            rank = t["hada_w1_b"].shape[0]
+            delta = diff_weight(t["hada_w1_b"], t["hada_w1_a"], t["hada_w2_b"], t["hada_w2_a"],
+                                t.get("hada_t1"), t.get("hada_t2"), gamma=float(t["alpha"]) / rank)
+            delta = delta.reshape(layer.weight.shape)
+            x = torch.randn(2, layer.in_channels, 8, 8) if is_conv else torch.randn(2, layer.in_features)
+            with torch.no_grad():
+                with network.at(1.0):
+                    y = layer(x)
+                with network.at(0.0):
+                    y0 = layer(x)
+                expected = (F.conv2d(x, delta, None, layer.stride, layer.padding) if is_conv else x @ delta.T)
+            torch.testing.assert_close(y - y0, expected, rtol=1e-4, atol=1e-5)
+            assert expected.abs().max() > 1e-4
+            checked.add(kind)
+        assert checked == {"linear", "conv1x1", "conv3x3"}
+    finally:
+        network.detach()
+
+
+@pytest.mark.parametrize("network_type", ["lierla", "loha"])
+def test_strength_scales_delta_by_strength(network_type, components, tmp_path):
+    c = components("sd1")
+    spec = NetworkSpec(network_type=network_type, rank=4, alpha=2, blocks=("IN01",))
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        perturb(network, seed=3)
+        a, b = tmp_path / "s1.safetensors", tmp_path / "s4.safetensors"
+        save_network(network, a, metadata=metadata_for(spec, c), save_precision="fp32", strength=1.0)
+        save_network(network, b, metadata=metadata_for(spec, c), save_precision="fp32", strength=4.0)
+    finally:
+        network.detach()
+    one, four = load_file(str(a)), load_file(str(b))
+    factors = {"lora_up.weight": 2.0, "lora_down.weight": 2.0, "hada_w1_a": 2.0, "hada_w2_a": 2.0,
+               "hada_w1_b": 1.0, "hada_w2_b": 1.0, "hada_t1": 1.0, "hada_t2": 1.0, "alpha": 1.0}
+    for key, value in one.items():
+        torch.testing.assert_close(four[key], value * factors[key.split(".", 1)[1]])
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16),
+                                             ("fp32", torch.float32), ("model", torch.float16)])
+def test_save_precision_applies_to_every_tensor(precision, dtype, components, tmp_path):
+    c = components("sd1")
+    spec = NetworkSpec(network_type="c3lier", rank=4, alpha=2, blocks=("BASE", "IN01"))
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        path = tmp_path / "p.safetensors"
+        save_network(network, path, metadata=metadata_for(spec, c), save_precision=precision)
+    finally:
+        network.detach()
+    tensors = load_file(str(path))
+    assert tensors and all(v.dtype == dtype for v in tensors.values())
+    assert any(k.endswith(".alpha") for k in tensors)
+
+
+def test_existing_file_needs_overwrite(components, tmp_path):
+    c = components("sd1")
+    spec = NetworkSpec(rank=4, alpha=2, blocks=("IN01",))
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        path = tmp_path / "same.safetensors"
+        save_network(network, path, metadata=metadata_for(spec, c))
+        before = path.read_bytes()
+        perturb(network, seed=9)
+        with pytest.raises(UserError, match="already exists; tick save_overwrite"):
+            save_network(network, path, metadata=metadata_for(spec, c))
+        assert path.read_bytes() == before
+        save_network(network, path, metadata=metadata_for(spec, c), overwrite=True)
+        assert path.read_bytes() != before
+    finally:
+        network.detach()
+
+
+def test_crash_mid_write_leaves_no_file(components, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    c = components("sd1")
+    spec = NetworkSpec(rank=4, alpha=2, blocks=("IN01",))
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+
+    def crashing_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save)
+    try:
+        with pytest.raises(OSError):
+            save_network(network, tmp_path / "crash.safetensors", metadata=metadata_for(spec, c))
+    finally:
+        network.detach()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_name_rules():
+    assert lora_file_name("") == "untitled.safetensors"
+    assert lora_file_name("style", "_copy") == "style_copy.safetensors"
+    assert lora_file_name("style", "_100steps") == "style_100steps.safetensors"
+    for bad in ("a/b", "..", "../x", "a\\b"):
+        with pytest.raises(UserError):
+            lora_file_name(bad)
+
+
+def test_block_selection_and_element(components):
+    c = components("sd1")
+    only = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=("IN04",)))
+    try:
+        assert set(only.modules_per_block()) == set(BLOCK_IDS)
+        assert {b for b, n in only.modules_per_block().items() if n} == {"IN04"}
+        assert not only.text_adapters()
+    finally:
+        only.detach()
+    empty = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=("IN00", "IN03")))
+    assert len(empty.adapters) == 0  # blocks without attention layers: a no-op, not an error
+    cross = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(element="CrossAttention"))
+    try:
+        names = [a.lora_name for a in cross.adapters if not a.lora_name.startswith("lora_te")]
+        assert names and all("attn2" in n for n in names)
+    finally:
+        cross.detach()
+    with pytest.raises(ValueError, match="known: BASE"):
+        create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=("IN99",)))
+
+
+def test_names_are_kohya(components):
+    sd1, sdxl = components("sd1"), components("sdxl")
+    net = create_network(sd1.family, sd1.unet, sd1.text_encoders, NetworkSpec(network_type="c3lier"))
+    names = {a.lora_name for a in net.adapters}
+    net.detach()
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj" in names
+    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k" in names
+    assert "lora_unet_up_blocks_1_resnets_2_conv1" in names
+    assert "lora_unet_mid_block_attentions_0_proj_in" in names
+    net = create_network(sdxl.family, sdxl.unet, sdxl.text_encoders, NetworkSpec(network_type="c3lier"))
+    names = {a.lora_name for a in net.adapters}
+    net.detach()
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k" in names
+    assert "lora_unet_output_blocks_2_2_conv" in names  # SDXL upsampler after an attention block
+    assert "lora_te1_text_model_encoder_layers_0_mlp_fc1" in names
+    assert "lora_te2_text_model_encoder_layers_1_self_attn_out_proj" in names
+
+
+def test_metadata_and_hashes(components, tmp_path):
+    c = components("sdxl")
+    spec = NetworkSpec(network_type="loha", rank=4, alpha=2, conv_rank=2, conv_alpha=1)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        path = tmp_path / "meta.safetensors"
+        saved = save_network(network, path, metadata=metadata_for(spec, c, "meta"))
+    finally:
+        network.detach()
+    _, meta = read_lora(path)
+    assert meta["ss_base_model_version"] == "sdxl_base_v1-0" and meta["ss_v2"] == "False"
+    assert meta["ss_network_module"] == "lycoris.kohya"
+    assert json.loads(meta["ss_network_args"]) == {"conv_dim": "2", "conv_alpha": "1", "algo": "loha",
+                                                    "use_tucker": "True"}
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
+    assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+    assert meta["modelspec.prediction_type"] == "epsilon" and meta["ss_output_name"] == "meta"
+    assert float(meta["ss_training_finished_at"]) >= float(meta["ss_training_started_at"])
+    data = path.read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    assert meta["sshs_model_hash"] == hashlib.sha256(data[8 + header:]).hexdigest() == saved.metadata["sshs_model_hash"]
+    assert len(meta["sshs_legacy_hash"]) == 8
+
+
+@pytest.mark.parametrize("family,version,v2", [("sd1", "sd_v1", "False"), ("sd2", "sd_v2", "True")])
+def test_family_metadata(family, version, v2, components):
+    c = components(family)
+    meta = metadata_for(NetworkSpec(), c)
+    assert meta["ss_base_model_version"] == version and meta["ss_v2"] == v2
+    assert meta["ss_network_module"] == "networks.lora" and json.loads(meta["ss_network_args"]) == {}
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_inspect_reports_a_renamed_key(family, components, demo_models, tmp_path):
+    c = components(family)
+    spec = NetworkSpec(network_type="c3lier", rank=4, alpha=2, conv_rank=2, conv_alpha=1)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        path = tmp_path / "good.safetensors"
+        save_network(network, path, metadata=metadata_for(spec, c))
+    finally:
+        network.detach()
+    report = inspect_lora(path, model=demo_models[family])
+    assert report["family"] == family and report["network_type"] == "c3lier"
+    assert report["ranks"] == {"linear": [4], "conv": [2]}
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["modules_per_block"]["BASE"] > 0
+
+    tensors, meta = read_lora(path)
+    victim = sorted(k for k in tensors if k.startswith("lora_unet") and k.endswith(".alpha"))[0]
+    renamed = victim.replace("lora_unet_", "lora_unet_x", 1)
+    tensors[renamed] = tensors.pop(victim)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    report = inspect_lora(bad, model=demo_models[family])
+    assert report["unmatched"]["a1111"] == [renamed]
+    assert report["unmatched"]["comfyui"] == [renamed]
+
+
+def test_open_clip_qkv_without_out_proj_is_ineffective(components, tmp_path):
+    """The webui applies q/k/v to an OpenCLIP attention only when out_proj comes too (webui-api A9.7b)."""
+    c = components("sd2")
+    network = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=("BASE",)))
+    try:
+        keys = [k for k in network.save_tensors() if "out_proj" not in k]
+    finally:
+        network.detach()
+    report = check_keys(keys, names_from_components(c.family, c.unet, c.text_encoders))
+    assert not report.a1111_unmatched and not report.comfyui_unmatched
+    assert report.a1111_ineffective and "out_proj" in report.a1111_ineffective[0]
+
+
+def test_save_fails_loudly_but_keeps_the_file_when_keys_would_not_load(components, tmp_path):
+    from dataclasses import replace
+
+    from trainer.networks.io import IncompatibleLoRA
+
+    c = components("sd1")
+    spec = NetworkSpec(rank=4, alpha=2, blocks=("IN01",))
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    names = names_from_components(c.family, c.unet, c.text_encoders)
+    victim = network.adapters[0].lora_name
+    crippled = replace(names, comfyui=names.comfyui - {victim})
+    path = tmp_path / "kept.safetensors"
+    try:
+        with pytest.raises(IncompatibleLoRA, match=victim):
+            save_network(network, path, metadata=metadata_for(spec, c), names=crippled)
+    finally:
+        network.detach()
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_inspect_cli_against_the_released_architecture(family, components, tmp_path):
+    import subprocess
+    import sys
+
+    c = components(family)
+    spec = NetworkSpec(network_type="loha", rank=4, alpha=2)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        path = tmp_path / "cli.safetensors"
+        save_network(network, path, metadata=metadata_for(spec, c))
+    finally:
+        network.detach()
+    proc = subprocess.run([sys.executable, "-m", "trainer", "inspect", str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["checked_against"].startswith("the released")
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["network_type"] == "loha" and report["metadata"]["ss_network_module"] == "lycoris.kohya"
