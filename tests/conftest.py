@@ -61,3 +61,38 @@ def demo_models(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("demo-models")
     return {f: make_demo_model(f, folder / f"demo-{f}.safetensors") for f in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def sample_images(tmp_path_factory):
+    """Four drawn 96-px images with .txt captions."""
+    from trainer.demo_assets import ensure_sample_images
+
+    return ensure_sample_images(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture
+def lora_job(demo_models, sample_images, tmp_path):
+    """job(**overrides) → (Job, StandaloneHost): a small LoRA run on the SD1 demo model writing into tmp_path."""
+    import json
+    from pathlib import Path
+
+    from trainer.host.standalone import StandaloneHost
+    from trainer.settings import apply_overrides, job_from_json
+
+    preset = json.loads((Path(__file__).parent.parent / "presets" / "LoRA.json").read_text(encoding="utf-8"))
+
+    def make(family="sd1", **overrides):
+        base = {
+            "image_size(height, width)": "64", "image_min_length": "64", "image_buckets_step": "64",
+            "lora_data_directory": str(sample_images), "save_lora_name": "t", "train_iterations": "4",
+            "train_seed": "0", "network_rank": "4", "network_alpha": "2", "train_learning_rate": "1e-3",
+        }
+        base.update(overrides)
+        data = apply_overrides(preset, [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in base.items()])
+        data["model"] = str(demo_models[family])
+        job, unknown = job_from_json(data)
+        assert not unknown
+        return job, StandaloneHost(lora_dir=tmp_path / "out")
+
+    return make

@@ -48,6 +48,55 @@ def cmd_inspect(args) -> int:
     return 1 if any(unmatched.values()) else 0
 
 
+DEMO_OVERRIDES = ["train_iterations=60", "image_size(height, width)=64", "image_min_length=64",
+                  "image_buckets_step=64", "train_learning_rate=1e-3", "save_lora_name=demo", "save_overwrite=true",
+                  "logging_save_csv=true"]
+
+
+def cmd_train(args) -> int:
+    import json
+    import signal
+    from pathlib import Path
+
+    from .demo_assets import ensure_sample_images
+    from .engine.control import JobControl
+    from .host.standalone import StandaloneHost
+    from .paths import PRESETS_DIR
+    from .runner import run_job
+    from .settings import apply_overrides, job_from_json
+
+    assignments = list(args.set or [])
+    if args.config:
+        config = Path(args.config)
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{config}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{config}: not valid JSON ({err})") from None
+    else:
+        config = PRESETS_DIR / "LoRA.json"
+        data = json.loads(config.read_text(encoding="utf-8"))
+        images = ensure_sample_images()
+        assignments = [*DEMO_OVERRIDES, f"lora_data_directory={images}", *assignments]
+        print(f"no config given: a short LoRA run on the sample images in {images} (presets/LoRA.json, 60 steps)")
+    data = apply_overrides(data, assignments)
+    if args.model:
+        data["model"] = args.model
+    job, unknown = job_from_json(data, str(config))
+    if unknown:
+        print(f"warning: {config} has settings this version does not know (ignored): {', '.join(unknown)}",
+              file=sys.stderr)
+    host = StandaloneHost(**({"lora_dir": Path(args.output_dir)} if args.output_dir else {}))
+    control = JobControl()
+    signal.signal(signal.SIGINT, lambda *_: control.request_stop(save=True))  # Ctrl-C: stop and save
+    result = run_job(job, host, control)
+    print(result.message)
+    if result.path:
+        print(result.path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="TrainTrain LoRA trainer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -73,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="check against this checkpoint (default: the family's released architecture)")
     p.add_argument("--family", choices=("sd1", "sd2", "sdxl"), help="when the file's metadata does not say")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("train", help="train from a JSON config (upstream's format); no config: a short demo run")
+    p.add_argument("config", nargs="?", help="settings JSON (a preset or a saved run); default: the LoRA demo")
+    p.add_argument("--model", help="checkpoint file (default: the config's model, else the bundled demo model)")
+    p.add_argument("--output-dir", help="where the LoRA is written (default: output/)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting by its upstream name or short name; repeatable")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -19,6 +19,7 @@ import torch
 from ..errors import CheckpointError
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
+_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 
 
 class StateDict(Mapping):
@@ -35,6 +36,9 @@ class StateDict(Mapping):
         return tensor
 
     def shape(self, key: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def stored_dtype(self, key: str) -> torch.dtype:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -76,6 +80,9 @@ class SafetensorsStateDict(StateDict):
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._file.get_slice(key).get_shape())
 
+    def stored_dtype(self, key: str) -> torch.dtype:
+        return _SAFETENSORS_DTYPES.get(self._file.get_slice(key).get_dtype(), torch.float32)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
@@ -102,6 +109,9 @@ class TensorDictStateDict(StateDict):
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._tensors[key].shape)
+
+    def stored_dtype(self, key: str) -> torch.dtype:
+        return self._tensors[key].dtype
 
     def __iter__(self):
         return iter(self._tensors)

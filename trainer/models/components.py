@@ -18,11 +18,12 @@ from ..errors import CheckpointError
 from . import ldm_config, prediction
 from .checkpoint import StateDict, open_state_dict
 from .devices import compute_dtype
-from .family import Family, TextEncoderSpec, detect_family
+from .family import UNET_PREFIX, Family, TextEncoderSpec, detect_family
 from .tokenizer import clip_tokenizer
 
 log = logging.getLogger(__name__)
 
+UNET_INPUT_KEY = UNET_PREFIX + "input_blocks.0.0.weight"
 # Buffers that models rebuild themselves and that files may or may not carry.
 _OPTIONAL_KEYS = re.compile(r"(^|\.)position_ids$")
 
@@ -71,26 +72,30 @@ class Components:
 
 def load_components(
     path: str | Path,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     device: torch.device | str = "cpu",
     vae_dtype: torch.dtype | None = None,
     v_prediction: bool | None = None,
     with_vae: bool = True,
     with_text_encoders: bool = True,
+    vae_file: str | Path | None = None,
 ) -> Components:
     """Read `path` (safetensors / ckpt / pt) and build diffusers/transformers components on CPU.
 
-    `dtype` is the compute dtype asked for; on CPU fp16 becomes fp32 (see devices.compute_dtype).
-    `v_prediction` None means detect it (sidecar yaml, metadata, marker tensor, SD2 test forward).
+    `dtype` is the compute dtype asked for (None: as stored in the file); on CPU fp16 becomes fp32 (see
+    devices.compute_dtype). `v_prediction` None means detect it (sidecar yaml, metadata, marker tensor, SD2
+    test forward). `vae_file` replaces the checkpoint's own VAE.
     """
     started = time.perf_counter()
     path = Path(path)
     device = torch.device(device)
-    dtype = compute_dtype(device, dtype)
-    vae_dtype = compute_dtype(device, vae_dtype or dtype)
 
     with open_state_dict(path) as sd:
         family = detect_family(sd.keys(), sd.shape, path)
+        if dtype is None:
+            dtype = sd.stored_dtype(UNET_INPUT_KEY)
+        dtype = compute_dtype(device, dtype)
+        vae_dtype = compute_dtype(device, vae_dtype or dtype)
         config, config_source = ldm_config.load_ldm_config(family, path)
         config_is_sidecar = not config_source.startswith("shipped")
         try:
@@ -102,7 +107,7 @@ def load_components(
                     text_encoders.append(build_text_encoder(sd, spec))
                     tokenizers.append(clip_tokenizer(spec.pad_token))
             vae = None
-            if with_vae:
+            if with_vae and vae_file is None:
                 sd.dtype = vae_dtype
                 vae = build_vae(sd, config, family)
         except CheckpointError:
@@ -113,6 +118,8 @@ def load_components(
             v_prediction, family, config, config_is_sidecar, sd.metadata, sd, unet
         )
         metadata = dict(sd.metadata)
+    if with_vae and vae_file is not None:
+        vae = load_vae_file(vae_file, config, family, vae_dtype)
 
     return Components(
         family=family,
@@ -158,6 +165,20 @@ def build_vae(sd: StateDict, config: dict, family: Family):
     vae_cfg = ldm_config.vae_config(config, family, sd)
     state = convert_ldm_vae_checkpoint(sd, vae_cfg)
     return materialize(lambda: AutoencoderKL(**vae_cfg), state, "VAE", sd.path)
+
+
+def load_vae_file(path: str | Path, config: dict, family: Family, dtype: torch.dtype):
+    """A separate VAE file (LDM keys, with or without `first_stage_model.`), built with the model's VAE config."""
+    path = Path(path)
+    with open_state_dict(path, dtype) as sd:
+        if not any(k.startswith(("encoder.", "decoder.", "first_stage_model.", "vae.")) for k in sd.keys()):
+            raise CheckpointError(path, "is not a VAE (no encoder/decoder weights)")
+        try:
+            return build_vae(sd, config, family)
+        except CheckpointError:
+            raise
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(path, f"does not fit this {family.title} model's VAE ({_short(err)})") from None
 
 
 def build_text_encoder(sd: StateDict, spec: TextEncoderSpec):

@@ -1,0 +1,113 @@
+"""Finding training images and their captions, and fitting an image into a bucket (resize + centre crop).
+
+Extensions are matched case-insensitively (`.JPG` counts). A caption comes from, in order: the file name (when
+`image_use_filename_as_tag`), `<stem>.txt`, `<stem>.caption`; the trigger word goes in front.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".pcx", ".ico")
+ALPHA_THRESHOLD = 0.1 * 255
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+
+    @property
+    def filename_tags(self) -> str:
+        """`red_dress_id_3.png` → "red,dress" (the Image tab's `_id_<n>` suffix is dropped)."""
+        stem = re.split(r"_id_", self.path.stem, maxsplit=1)[0]
+        return ",".join(t for t in stem.split("_") if t)
+
+    def sibling(self, suffix: str) -> Path:
+        return self.path.with_suffix(suffix)
+
+
+def find_images(folder: str | os.PathLike, setting: str = "lora_data_directory") -> list[ImageFile]:
+    folder = Path(str(folder).strip()) if str(folder).strip() else None
+    if folder is None:
+        raise UserError(f"{setting} is empty; choose the folder of training images")
+    if not folder.is_dir():
+        raise UserError(f"{setting}: {folder} is not a folder")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(ImageFile(Path(root) / name))
+    if not found:
+        raise UserError(f"{setting}: no images in {folder} (looked for {' '.join(IMAGE_EXTENSIONS)})")
+    return found
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: the caption is not UTF-8 text; save it as UTF-8") from None
+
+
+def caption_for(image: ImageFile, trigger: str, use_filename: bool) -> str:
+    """Trigger word and caption joined by ", " (no leading comma when either is empty)."""
+    if use_filename:
+        body = image.filename_tags
+    elif image.sibling(".txt").is_file():
+        body = read_text(image.sibling(".txt"))
+    elif image.sibling(".caption").is_file():
+        body = read_text(image.sibling(".caption"))
+    else:
+        body = ""
+    return ", ".join(p for p in (trigger.strip(), body) if p)
+
+
+def open_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGBA") if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info \
+                else img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read the image ({str(err).splitlines()[0][:120]})") from None
+
+
+def fit_to_bucket(img, width: int, height: int, disable_upscale: bool = False):
+    """Resize keeping the aspect so the bucket is covered, then centre-crop; None if that would upscale and
+    upscaling is disabled. Returns (RGB image, mask (1, h/8, w/8) from the alpha channel, or None)."""
+    from PIL import Image
+
+    w, h = img.size
+    image_ratio, bucket_ratio = w / h, width / height
+    wider = bucket_ratio - image_ratio <= 0  # the image is relatively wider than the bucket: match heights
+    if disable_upscale and ((not wider and w < width) or (wider and h < height)):
+        return None
+    if wider:
+        size = (max(width, round(w * height / h)), height)
+    else:
+        size = (width, max(height, round(h * width / w)))
+    resized = img.resize(size, Image.BICUBIC)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    fitted = resized.crop((left, top, left + width, top + height))
+    mask = None
+    if fitted.mode == "RGBA":
+        alpha = fitted.getchannel("A").resize((width // 8, height // 8), Image.NEAREST)
+        mask = (torch.frombuffer(bytearray(alpha.tobytes()), dtype=torch.uint8).float() > ALPHA_THRESHOLD)
+        mask = mask.float().reshape(1, height // 8, width // 8)
+    return fitted.convert("RGB"), mask
+
+
+def to_tensor(img) -> torch.Tensor:
+    """PIL RGB → (3, H, W) in [-1, 1]."""
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(img.size[1], img.size[0], 3)
+    return data.permute(2, 0, 1).float() / 127.5 - 1.0

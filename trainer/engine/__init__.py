@@ -1,0 +1,1 @@
+"""The training engine every mode shares: noise and timesteps, loss, optimizers, schedules, the loop."""

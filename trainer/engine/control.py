@@ -1,0 +1,29 @@
+"""Per-job state the UI or CLI shares with a running job: stop requests and progress events."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class JobControl:
+    """Stop / Stop-and-Save, answered after the step that is running. One object per job (no globals)."""
+
+    _stop: threading.Event = field(default_factory=threading.Event)
+    save_on_stop: bool = False
+    on_event: Callable[[dict], None] | None = None
+    external_interrupt: Callable[[], bool] | None = None  # e.g. the webui's Interrupt button
+
+    def request_stop(self, save: bool = False) -> None:
+        self.save_on_stop = save
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set() or bool(self.external_interrupt and self.external_interrupt())
+
+    def emit(self, kind: str, **data) -> None:
+        if self.on_event is not None:
+            self.on_event({"kind": kind, **data})

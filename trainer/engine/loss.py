@@ -1,0 +1,35 @@
+"""Per-sample losses and the min-SNR-γ weight (Hang et al., 2023, "Efficient Diffusion Training via Min-SNR
+Weighting Strategy")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("MSE", "L1", "Smooth-L1")
+
+
+def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, mask: torch.Tensor | None = None):
+    """(B,) — the element loss in fp32, averaged over everything but the batch (over the mask if given)."""
+    pred, target = pred.float(), target.float()
+    if kind == "MSE":
+        element = F.mse_loss(pred, target, reduction="none")
+    elif kind == "L1":
+        element = F.l1_loss(pred, target, reduction="none")
+    elif kind == "Smooth-L1":
+        element = F.smooth_l1_loss(pred, target, reduction="none")
+    else:
+        raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
+    if mask is None:
+        return element.mean(dim=tuple(range(1, element.ndim)))
+    mask = mask.float().expand_as(element)
+    dims = tuple(range(1, element.ndim))
+    return (element * mask).sum(dims) / mask.sum(dims).clamp(min=1)
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: float, is_v_prediction: bool) -> torch.Tensor:
+    """(B,) weights: min(SNR, γ)/SNR for ε-prediction, min(SNR, γ)/(SNR + 1) for v-prediction; 1 when γ ≤ 0."""
+    if gamma <= 0:
+        return torch.ones_like(snr)
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    return clipped / (snr + 1) if is_v_prediction else clipped / snr

@@ -1,0 +1,1 @@
+"""Jobs around the engine: CSV logs (and later the queue and the plot)."""

@@ -1,0 +1,43 @@
+"""The CSV loss log, in upstream's layout: a header block of key,value lines, then
+`Step,Loss,Learning Rate 1[,Learning Rate 2 ...],Raw Loss` rows (Loss is the EMA; the raw loss comes last so
+tools that read upstream's columns by position still work)."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from pathlib import Path
+
+from ..paths import LOGS_DIR
+
+HEADER_KEYS = ("network_rank", "network_alpha", "train_learning_rate", "train_iterations", "train_lr_scheduler",
+               "model_version", "train_optimizer", "save_lora_name")
+
+
+def csv_path(name: str, when: datetime.datetime | None = None, logs_dir: Path = LOGS_DIR, suffix: str = "") -> Path:
+    when = when or datetime.datetime.now()
+    return Path(logs_dir) / when.strftime("%Y%m%d") / f"{name}{suffix}-{when.strftime('%Y%m%d_%H%M%S')}.csv"
+
+
+class LossLog:
+    def __init__(self, path: Path, header: dict, lr_groups: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            for key in HEADER_KEYS:
+                writer.writerow([key, header.get(key, "")])
+            writer.writerow(["Step", "Loss", *[f"Learning Rate {i + 1}" for i in range(lr_groups)], "Raw Loss"])
+
+    def append(self, step: int, loss_ema: float, lrs: list[float], raw_loss: float) -> None:
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow([step, loss_ema, *lrs, raw_loss])
+
+
+def read_log(path: str | Path):
+    """The data rows of a log as a pandas DataFrame (the header block is skipped)."""
+    import pandas as pd
+
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Step"))
+    return pd.read_csv(path, skiprows=start)

@@ -1,0 +1,102 @@
+"""LoRA mode: images and captions in aspect-ratio buckets; the UNet learns to predict the added noise (or v).
+
+prepare: find images → bucketed samples (mirror, sub-images) → latents once → captions encoded once unless the
+text encoder is trained (BASE), in which case they are encoded every step so its LoRA gets gradients.
+step: noise a batch from one bucket at random timesteps and predict.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..data.batches import BucketBatches, repeat_items
+from ..data.cache import encode_latents
+from ..data.images import find_images
+from ..data.samples import bucket_counts, build_samples
+from ..engine import diffusion
+from ..engine.loop import StepOutput
+from ..errors import UserError
+from ..models.conditioning import encode_prompts, sdxl_time_ids
+from ..networks.blocks import BASE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bucket:
+    size: tuple[int, int]  # (width, height) in pixels
+    latents: torch.Tensor  # (N, 4, h, w) on the training device
+    captions: list[str]
+    hidden: torch.Tensor | None  # (N, 77, D) cached conditionings, when the text encoder is not trained
+    pooled: torch.Tensor | None  # (N, P) for SDXL
+    items: list[int]  # sample indices, repeated by image_num_multiply (and the batch size if larger)
+
+
+class LoRAMode:
+    name = "LoRA"
+
+    def __init__(self, job):
+        self.job = job
+        self.trains_text_encoder = BASE in job.settings.network_blocks
+        self.buckets: list[Bucket] = []
+        self.tag_frequency: dict[str, int] = {}
+        self.resolution = job.settings.image_size
+        self.batches = None
+
+    def prepare(self, ctx) -> None:
+        s, c = ctx.settings, ctx.components
+        samples, tags = build_samples(find_images(s.lora_data_directory), s)
+        if not samples:
+            raise UserError("no image fits a bucket: every image would need upscaling; untick "
+                            "image_disable_upscale or lower image_size")
+        self.tag_frequency = dict(tags)
+        counts = bucket_counts(samples)
+        log.info("%d training images in %d bucket(s): %s", len(samples), len(counts),
+                 ", ".join(f"{w}x{h}: {n}" for (w, h), n in counts.items()))
+        c.vae.to(ctx.device)
+        for size in counts:
+            members = [x for x in samples if x.bucket == size]
+            latents = encode_latents(c.vae, [x.image for x in members], c.family, ctx.generator).to(ctx.device)
+            captions = [x.caption for x in members]
+            hidden = pooled = None
+            if not self.trains_text_encoder:
+                hidden, pooled = self._encode(ctx, captions)
+            items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
+            self.buckets.append(Bucket(size, latents, captions, hidden, pooled, items))
+        c.vae = None  # latents are cached; the VAE is not needed again
+        if not self.trains_text_encoder:
+            c.text_encoders = []  # conditionings are cached too
+        self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)
+
+    @torch.no_grad()
+    def _encode(self, ctx, captions):
+        c = ctx.components
+        for encoder in c.text_encoders:
+            encoder.to(ctx.device)
+        hidden, pooled = encode_prompts(c, captions, ctx.device)
+        return hidden.to(ctx.model_dtype), pooled.to(ctx.model_dtype) if pooled is not None else None
+
+    def step(self, ctx, index: int) -> StepOutput:
+        b, picks = next(self.batches)
+        bucket = self.buckets[b]
+        rows = [bucket.items[i] for i in picks]
+        latents = bucket.latents[rows]
+        noise = ctx.noise_like(latents)
+        t = ctx.timesteps(len(rows))
+        noisy = diffusion.add_noise(latents, noise, t, ctx.alpha_bar)
+        if self.trains_text_encoder:
+            hidden, pooled = encode_prompts(ctx.components, [bucket.captions[r] for r in rows], ctx.device)
+        else:
+            hidden = bucket.hidden[rows]
+            pooled = bucket.pooled[rows] if bucket.pooled is not None else None
+        added = None
+        if ctx.components.family.is_sdxl:
+            width, height = bucket.size
+            added = {"text_embeds": pooled.to(ctx.model_dtype),
+                     "time_ids": sdxl_time_ids(height, width, len(rows), ctx.device, ctx.model_dtype)}
+        pred = ctx.components.unet(noisy.to(ctx.model_dtype), t, hidden.to(ctx.model_dtype),
+                                   added_cond_kwargs=added).sample
+        return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t)

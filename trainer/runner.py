@@ -1,0 +1,112 @@
+"""A job from start to file: settings → components (from the host) → mode.prepare → network → engine → LoRA.
+
+Everything that is checkable without loading a model (output name, existing files, data folder) is checked
+first, so a bad input costs nothing and never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from .engine.control import JobControl
+from .engine.loop import Output, Result, TrainContext, run_engine, save_points
+from .errors import UserError
+from .jobs.logs import LossLog, csv_path
+from .models.devices import PRECISIONS
+from .modes import mode_class
+from .networks.io import read_lora
+from .networks.network import NetworkSpec, create_network, resume_network
+from .paths import JSON_DIR
+from .settings import Job
+
+log = logging.getLogger(__name__)
+
+
+def pick_seed(seed: int) -> int:
+    return seed if seed >= 0 else random.SystemRandom().randint(0, 2**32 - 1)
+
+
+def model_dtype(name: str) -> torch.dtype | None:
+    return None if name == "model" else PRECISIONS[name]
+
+
+def check_outputs(output: Output, iterations: int, every: int) -> None:
+    if output.overwrite:
+        return
+    for path in [output.path()] + [output.path(n) for n in sorted(save_points(iterations, every))]:
+        if path.exists():
+            raise UserError(f"{path} already exists; tick save_overwrite or choose another save_lora_name")
+
+
+def save_job_json(job: Job, when: datetime.datetime, json_dir: Path = JSON_DIR) -> Path:
+    name = job.settings.save_lora_name or "untitled"
+    path = Path(json_dir) / when.strftime("%Y%m%d") / f"{name}-{when.strftime('%Y%m%d_%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(job.to_json(), indent=4, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def network_spec(s) -> NetworkSpec:
+    return NetworkSpec(network_type=s.network_type, rank=s.network_rank, alpha=s.network_alpha,
+                       conv_rank=s.network_conv_rank, conv_alpha=s.network_conv_alpha, element=s.network_element,
+                       blocks=tuple(s.network_blocks))
+
+
+def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | None = None,
+            json_dir: Path | None = None) -> Result:
+    control = control or JobControl()
+    s = job.settings
+    mode = mode_class(job.mode)(job)
+    output = Output(directory=Path(host.lora_dir), name=s.save_lora_name, overwrite=s.save_overwrite,
+                    mode=job.mode, model_name=Path(job.model).stem if job.model else "demo")
+    output.path()  # validates the name before anything is loaded
+    check_outputs(output, s.train_iterations, s.save_per_steps)
+    started = datetime.datetime.now()
+    if s.save_as_json:
+        log.info("settings saved to %s", save_job_json(job, started, json_dir or JSON_DIR))
+
+    seed = pick_seed(s.train_seed)
+    torch.manual_seed(seed)
+    components = host.load_components(job.model, model_dtype(s.train_model_precision),
+                                      PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
+    log.info("%s", components.summary())
+    device = torch.device(host.device)
+    generator = torch.Generator(device).manual_seed(seed)
+    ctx = TrainContext(
+        components=components, settings=s, device=device, model_dtype=components.dtype,
+        lora_dtype=PRECISIONS[s.train_lora_precision], seed=seed, generator=generator, rng=random.Random(seed),
+        alpha_bar=components.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32),
+    )
+    mode.prepare(ctx)
+    components.unet.to(device)
+    for encoder in components.text_encoders:
+        encoder.to(device)
+    output.tag_frequency = getattr(mode, "tag_frequency", None)
+    output.resolution = getattr(mode, "resolution", None)
+
+    if s.network_resume:
+        tensors, _ = read_lora(s.network_resume)
+        ctx.network = resume_network(components.family, components.unet, components.text_encoders, tensors,
+                                     s.network_resume, dtype=ctx.lora_dtype, device=device)
+    else:
+        ctx.network = create_network(components.family, components.unet, components.text_encoders, network_spec(s),
+                                     dtype=ctx.lora_dtype, device=device)
+    if s.logging_verbose:
+        for adapter in ctx.network.adapters:
+            log.info("  %s (rank %d)", adapter.lora_name, adapter.rank)
+    loss_log = None
+    if s.logging_save_csv:
+        header = {**s.raw, "model_version": components.family.model_version}
+        loss_log = LossLog(csv_path(s.save_lora_name or "untitled", started, **({"logs_dir": logs_dir} if logs_dir else {})),
+                           header, len(ctx.network.param_groups(1.0)))
+    try:
+        return run_engine(ctx, mode, output, control, started_at=time.time(), log_csv=loss_log)
+    finally:
+        ctx.network.detach()

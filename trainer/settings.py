@@ -1,0 +1,406 @@
+"""The settings table: one row per upstream setting (its name is the JSON key), and everything built from it —
+validation, typed values, JSON import/export in upstream's format, `--set key=value`.
+
+Raw values are what a UI widget holds (textboxes: strings; checkboxes: bools; dropdowns: their choice; blocks: a
+list). `validate(raw, mode)` turns them into a frozen `Settings`; a bad value is an error naming the setting and
+the value, never silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .errors import UserError
+from .networks.blocks import BLOCK_IDS
+
+MODES = ("LoRA", "iLECO", "Difference", "ADDifT", "Multi-ADDifT")
+MODE_LETTER = {"LoRA": "L", "iLECO": "I", "Difference": "D", "ADDifT": "A", "Multi-ADDifT": "M"}
+ALL = "LIDEAM"  # E = the Difference 2nd-pass column (upstream's "D2")
+
+SEPARATOR = "--------------------------"
+OPTIMIZERS = (
+    "AdamW", "AdamW8bit", "AdaFactor", "Lion", "Prodigy", SEPARATOR,
+    "DadaptAdam", "DadaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD", SEPARATOR,
+    "Adam8bit", "SGDNesterov8bit", "Lion8bit", "PagedAdamW8bit", "PagedLion8bit", SEPARATOR,
+    "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree", SEPARATOR,
+    "CAME", "Tiger", "AdamMini", "PagedAdamW", "PagedAdamW32bit", "SGDNesterov", "Adam",
+)
+SCHEDULERS = (
+    "cosine_annealing", "cosine_annealing_with_restarts", "linear", "cosine", "cosine_with_restarts", "polynomial",
+    "constant", "constant_with_warmup", "piecewise_constant", "exponential", "step", "multi_step",
+    "reduce_on_plateau", "cyclic", "one_cycle",
+)
+RANKS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+ALPHAS = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # upstream's exact name: the JSON key and (with "_" → " ") the UI label
+    kind: str  # "dropdown" | "text" | "check" | "blocks"
+    default: object  # the raw widget value
+    cast: str  # "str" "int" "float" "opt_float" "bool" "size" "kv" "blocks" "choice"
+    modes: str  # letters of ALL where the widget is shown
+    column: str  # "req1" "req2" "req3" "req_row" "opt1" "opt2" "opt3"
+    help: str
+    choices: tuple = ()
+    minimum: float | None = None  # for numbers: smallest allowed value
+    positive: bool = False  # for numbers: must be > 0
+
+    @property
+    def key(self) -> str:
+        """The attribute name: the upstream name up to its first "(" (`image_size`, `network_blocks`)."""
+        return self.name.split("(")[0]
+
+    @property
+    def label(self) -> str:
+        return self.name.replace("_", " ")
+
+    def shown_in(self, mode: str) -> bool:
+        return MODE_LETTER[mode] in self.modes
+
+
+def _s(name, kind, default, cast, modes, column, help, choices=(), minimum=None, positive=False):
+    return Setting(name, kind, default, cast, modes, column, help, tuple(choices), minimum, positive)
+
+
+# fmt: off
+TABLE: tuple[Setting, ...] = (
+    # -- required parameters -----------------------------------------------------------------------------------
+    _s("network_type", "dropdown", "lierla", "choice", ALL, "req1",
+       "lierla = LoRA on attention layers; c3lier = LoCon (also ResNet and sampler convs); loha = LyCORIS LoHa",
+       ("lierla", "c3lier", "loha")),
+    _s("network_rank", "dropdown", 16, "int", ALL, "req1", "rank (dim) of linear and 1×1 layers", RANKS, minimum=1),
+    _s("network_alpha", "dropdown", 8, "float", ALL, "req1", "alpha; the learned delta is scaled by alpha/rank",
+       ALPHAS, minimum=0),
+    _s("lora_data_directory", "text", "", "str", "LDM", "req1", "folder of training images (searched recursively)"),
+    _s("diff_target_name", "text", "", "str", "M", "req1",
+       "file-name suffix of the target image of a pair, e.g. _after for cat.png / cat_after.png"),
+    _s("lora_trigger_word", "text", "", "str", "LDAM", "req1", "put in front of every caption"),
+    _s("image_size(height, width)", "text", "512", "size", "LIM", "req2", "\"H,W\" or one side, in pixels"),
+    _s("train_iterations", "text", "1000", "int", ALL, "req2", "number of optimizer steps", minimum=1),
+    _s("train_batch_size", "text", "2", "int", ALL, "req2", "images per step", minimum=1),
+    _s("train_learning_rate", "text", "1e-4", "float", ALL, "req2", "learning rate (UNet)", positive=True),
+    _s("train_optimizer", "dropdown", "AdamW", "choice", ALL, "req3", "optimizer", OPTIMIZERS),
+    _s("train_optimizer_settings", "text", "", "kv", ALL, "req3",
+       "extra optimizer arguments: key=value separated by ; or new lines, e.g. weight_decay=0.01;betas=(0.9,0.99)"),
+    _s("train_lr_scheduler", "dropdown", "cosine", "choice", ALL, "req3", "learning-rate schedule", SCHEDULERS),
+    _s("train_lr_scheduler_settings", "text", "", "kv", ALL, "req3",
+       "extra scheduler arguments, same syntax, e.g. eta_min=1e-5"),
+    _s("save_lora_name", "text", "", "str", "LIDAM", "req3", "file name of the LoRA (empty: untitled)"),
+    _s("use_gradient_checkpointing", "check", False, "bool", ALL, "req3", "less memory, slower steps"),
+    _s("network_blocks(BASE = TextEncoder)", "blocks", list(BLOCK_IDS), "blocks", ALL, "req_row",
+       "blocks to train; BASE is the text encoder", BLOCK_IDS),
+    # -- option parameters, column 1 -----------------------------------------------------------------------------
+    _s("network_resume", "text", "", "str", "LDM", "opt1", "path of a LoRA to continue training"),
+    _s("network_strength", "text", "1", "float", ALL, "opt1", "the saved delta is multiplied by this", positive=True),
+    _s("network_conv_rank", "dropdown", 0, "int", ALL, "opt1", "rank of k×k convs (c3lier, loha); 0 = network_rank",
+       (0, *RANKS), minimum=0),
+    _s("network_conv_alpha", "dropdown", 0, "float", ALL, "opt1", "alpha of k×k convs; 0 = network_alpha",
+       (0, *ALPHAS), minimum=0),
+    _s("network_element", "dropdown", "Full", "choice", ALL, "opt1",
+       "Full, or only cross-attention (attn2) or self-attention (attn1) layers", ("Full", "CrossAttention", "SelfAttention")),
+    _s("network_train_text_encoder", "check", False, "bool", "I", "opt1",
+       "kept for upstream JSON compatibility; the text encoder is trained by selecting BASE"),
+    _s("image_buckets_step", "dropdown", 256, "int", "LDM", "opt1", "bucket side increment in pixels",
+       (0, 64, 128, 192, 256, 320, 384, 448, 512, 576)),
+    _s("image_num_multiply", "text", "1", "int", "LDM", "opt1", "repeat the image list this many times", minimum=1),
+    _s("image_min_length", "text", "512", "int", "LDM", "opt1", "smallest bucket side in pixels", minimum=8),
+    _s("image_max_ratio", "text", "2", "float", "LDM", "opt1", "largest bucket aspect ratio", minimum=1),
+    _s("sub_image_num", "text", "0", "int", "LDM", "opt1", "extra downscaled copies of each image", minimum=0),
+    _s("image_mirroring", "check", False, "bool", "LDM", "opt1", "also train on horizontally flipped copies"),
+    _s("image_use_filename_as_tag", "check", False, "bool", "LDM", "opt1", "caption = trigger + tags from the file name"),
+    _s("image_disable_upscale", "check", False, "bool", "LDM", "opt1", "skip buckets that would need upscaling"),
+    _s("train_fixed_timsteps_in_batch", "check", False, "bool", ALL, "opt1", "one timestep for the whole batch"),
+    # -- option parameters, column 2 -----------------------------------------------------------------------------
+    _s("train_textencoder_learning_rate", "text", "", "opt_float", "L", "opt2",
+       "text-encoder learning rate; empty or 0 = train_learning_rate", minimum=0),
+    _s("train_seed", "text", "-1", "int", ALL, "opt2", "random seed; -1 = pick one (recorded in the file)"),
+    _s("train_min_timesteps", "text", "0", "int", ALL, "opt2", "smallest training timestep", minimum=0),
+    _s("train_max_timesteps", "text", "1000", "int", ALL, "opt2", "largest training timestep (exclusive)", minimum=1),
+    _s("train_loss_function", "dropdown", "MSE", "choice", ALL, "opt2", "loss", ("MSE", "L1", "Smooth-L1")),
+    _s("train_lr_step_rules", "text", "", "str", ALL, "opt2", "piecewise_constant rules, e.g. 1:10,0.1:20,0.01"),
+    _s("train_lr_warmup_steps", "text", "0", "int", ALL, "opt2", "warm-up steps (diffusers schedules)", minimum=0),
+    _s("train_lr_scheduler_num_cycles", "text", "1", "int", ALL, "opt2", "cycles of cosine_with_restarts", minimum=1),
+    _s("train_lr_scheduler_power", "text", "1.0", "float", ALL, "opt2", "power of the polynomial schedule",
+       positive=True),
+    _s("train_snr_gamma", "text", "5", "float", ALL, "opt2", "min-SNR-γ loss weight; 0 or less turns it off"),
+    _s("save_per_steps", "text", "0", "int", ALL, "opt2", "also save every N steps; 0 = only at the end", minimum=0),
+    _s("diff_alt_ratio", "text", "1", "float", "AM", "opt2",
+       "strength of the reverse step; below 0 the odd steps keep pure noise unchanged"),
+    _s("diff_revert_original_target", "check", False, "bool", "AM", "opt2", "swap original and target"),
+    _s("diff_use_diff_mask", "check", False, "bool", "AM", "opt2", "train only where the pair differs"),
+    # -- option parameters, column 3 -----------------------------------------------------------------------------
+    _s("train_model_precision", "dropdown", "fp16", "choice", ALL, "opt3",
+       "dtype of the frozen model (computed in fp32 on a CPU when fp16 is chosen)", ("model", "fp32", "bf16", "fp16", "int8")),
+    _s("train_lora_precision", "dropdown", "fp32", "choice", ALL, "opt3", "dtype of the trained weights",
+       ("fp32", "bf16", "fp16")),
+    _s("save_precision", "dropdown", "fp16", "choice", ALL, "opt3", "dtype of the saved file",
+       ("model", "fp32", "bf16", "fp16")),
+    _s("train_VAE_precision", "dropdown", "fp32", "choice", ALL, "opt3", "dtype of the VAE while encoding images",
+       ("fp32", "bf16", "fp16")),
+    _s("diff_load_1st_pass", "text", "", "str", "D", "opt3", "use this saved copier LoRA instead of training pass 1"),
+    _s("diff_save_1st_pass", "check", False, "bool", "D", "opt3", "also save the copier as <name>_copy"),
+    _s("diff_1st_pass_only", "check", False, "bool", "D", "opt3", "stop after pass 1 (and save the copier)"),
+    _s("logging_save_csv", "check", False, "bool", "LIDAM", "opt3", "write a CSV loss log under logs/"),
+    _s("logging_verbose", "check", False, "bool", "LIDAM", "opt3", "print LoRA module names and dataset counts"),
+    _s("save_overwrite", "check", False, "bool", ALL, "opt3", "replace an existing file of the same name"),
+    _s("save_as_json", "check", False, "bool", "LIDAM", "opt3", "save these settings under json/ at start"),
+    _s("model_v_pred", "check", False, "bool", ALL, "opt3",
+       "v-prediction model (SD2-768-v and similar); when unticked it is detected from the model files"),
+    _s("use_2nd_pass_settings", "check", False, "bool", "E", "opt3",
+       "train pass 2 of Difference with the settings in this column"),
+)
+# fmt: on
+
+BY_NAME = MappingProxyType({s.name: s for s in TABLE})
+BY_KEY = MappingProxyType({s.key: s for s in TABLE})
+DEFAULTS = MappingProxyType({s.name: s.default for s in TABLE})
+# Settings a 2nd pass of Difference takes from its own column (everything else comes from pass 1).
+SECOND_PASS_KEYS = tuple(s.key for s in TABLE if "E" in s.modes and s.key != "use_2nd_pass_settings")
+
+
+def lookup(name: str) -> Setting:
+    """A setting by its upstream name or its short key (`image_size`); unknown names list the known ones."""
+    setting = BY_NAME.get(name) or BY_KEY.get(name)
+    if setting is None:
+        raise UserError(f"unknown setting {name!r}; known: {', '.join(BY_NAME)}")
+    return setting
+
+
+# -- casting ---------------------------------------------------------------------------------------------------
+def _number(setting: Setting, value, kind):
+    text = str(value).strip() if not isinstance(value, (int, float)) or isinstance(value, bool) else value
+    try:
+        if kind == "int":
+            number = float(text)
+            if not number.is_integer():
+                raise ValueError
+            number = int(number)
+        else:
+            number = float(text)
+    except (TypeError, ValueError):
+        what = "a whole number" if kind == "int" else "a number"
+        raise UserError(f"{setting.name}: {value!r} is not {what}") from None
+    if setting.positive and not number > 0:
+        raise UserError(f"{setting.name}: {value!r} must be greater than 0")
+    if setting.minimum is not None and number < setting.minimum:
+        raise UserError(f"{setting.name}: {value!r} must be at least {setting.minimum:g}")
+    return number
+
+
+def parse_size(setting: Setting, value) -> tuple[int, int]:
+    """"H,W" or "S" → (H, W) in pixels, each a positive multiple of 8."""
+    parts = [p for p in re.split(r"[,x×\s]+", str(value).strip()) if p]
+    if len(parts) == 1:
+        parts = parts * 2
+    try:
+        height, width = (int(p) for p in parts)
+    except ValueError:
+        raise UserError(f"{setting.name}: {value!r} is not \"height,width\" or one size in pixels") from None
+    if height < 8 or width < 8 or height % 8 or width % 8:
+        raise UserError(f"{setting.name}: {value!r} must be positive multiples of 8")
+    return height, width
+
+
+def parse_kv(setting: Setting, value) -> dict:
+    """`k=v` pairs separated by `;` or new lines; values are Python literals (a bare word stays a string)."""
+    out = {}
+    for item in re.split(r"[;\n]", str(value or "")):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"{setting.name}: {item!r} is not key=value")
+        text = text.strip()
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def _bool(setting: Setting, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise UserError(f"{setting.name}: {value!r} is not true or false")
+
+
+def _choice(setting: Setting, value) -> str:
+    text = str(value).strip()
+    if setting.name == "train_optimizer":
+        by_lower = {c.lower(): c for c in setting.choices if c != SEPARATOR}
+        if text.lower() in by_lower:
+            return by_lower[text.lower()]
+    elif text in setting.choices:
+        return text
+    known = ", ".join(c for c in setting.choices if c != SEPARATOR)
+    raise UserError(f"{setting.name}: {value!r} is not one of {known}")
+
+
+def _blocks(setting: Setting, value) -> tuple[str, ...]:
+    items = [b.strip() for b in value.split(",")] if isinstance(value, str) else list(value or [])
+    unknown = [b for b in items if b not in BLOCK_IDS]
+    if unknown:
+        raise UserError(f"{setting.name}: unknown block(s) {unknown}; known: {', '.join(BLOCK_IDS)}")
+    return tuple(b for b in BLOCK_IDS if b in items)
+
+
+def cast(setting: Setting, value):
+    kind = setting.cast
+    if kind in ("int", "float"):
+        return _number(setting, value, kind)
+    if kind == "opt_float":
+        text = str(value if value is not None else "").strip()
+        return None if text in ("", "0", "0.0") else _number(setting, text, "float")
+    if kind == "bool":
+        return _bool(setting, value)
+    if kind == "size":
+        return parse_size(setting, value)
+    if kind == "kv":
+        return parse_kv(setting, value)
+    if kind == "choice":
+        return _choice(setting, value)
+    if kind == "blocks":
+        return _blocks(setting, value)
+    return "" if value is None else str(value)
+
+
+# -- Settings ------------------------------------------------------------------------------------------------------
+class Settings:
+    """Typed, validated, read-only values by short key (`s.train_iterations`, `s.image_size`, `s.network_blocks`)."""
+
+    __slots__ = ("_values", "_raw")
+
+    def __init__(self, values: dict, raw: dict):
+        object.__setattr__(self, "_values", MappingProxyType(dict(values)))
+        object.__setattr__(self, "_raw", MappingProxyType(dict(raw)))
+
+    def __getattr__(self, key):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Settings are read-only; use replace()")
+
+    def replace(self, **changes) -> "Settings":
+        raw = dict(self._raw)
+        for key, value in changes.items():
+            raw[lookup(key).name] = value
+        return validate(raw)
+
+    @property
+    def raw(self) -> dict:
+        """Upstream-format values by upstream name (what JSON files store)."""
+        return dict(self._raw)
+
+    def as_dict(self) -> dict:
+        return dict(self._values)
+
+
+def validate(raw: dict | None = None, mode: str | None = None) -> Settings:
+    """Raw widget values by upstream name (missing → default) → Settings, plus the cross-field rules."""
+    raw = dict(raw or {})
+    full = {s.name: raw.get(s.name, s.default) for s in TABLE}
+    values = {s.key: cast(s, full[s.name]) for s in TABLE}
+    if values["train_optimizer"] == SEPARATOR:
+        raise UserError("train_optimizer: the separator line is not an optimizer")
+    if values["train_min_timesteps"] >= values["train_max_timesteps"] or values["train_max_timesteps"] > 1000:
+        raise UserError(f"train_min_timesteps/train_max_timesteps: need 0 ≤ min < max ≤ 1000 "
+                        f"(got {values['train_min_timesteps']} and {values['train_max_timesteps']})")
+    uses_buckets = mode is None or MODE_LETTER.get(mode) in ("L", "M")
+    if uses_buckets and values["image_buckets_step"] <= 0:
+        raise UserError("image_buckets_step: 0 is not a bucket step; choose 64 or more")
+    if values["train_model_precision"] == "int8":
+        raise UserError("train_model_precision: int8 is for DiT models, which this trainer does not train; "
+                        "choose fp16, bf16 or fp32")
+    return Settings(values, full)
+
+
+# -- JSON (upstream's format) and the job ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    mode: str
+    settings: Settings
+    second_pass: Settings | None = None
+    model: str = ""
+    vae: str = ""
+    original_prompt: str = ""
+    target_prompt: str = ""
+    original_image: str = ""
+    target_image: str = ""
+
+    def to_json(self) -> dict:
+        data = dict(self.settings.raw)
+        data["2nd pass"] = self.second_pass.raw if self.second_pass is not None else None
+        data.update({
+            "mode": self.mode, "model": self.model, "vae": self.vae, "te": "",
+            "original prompt": self.original_prompt, "target prompt": self.target_prompt,
+        })
+        if self.original_image or self.target_image:
+            data.update({"original image": self.original_image, "target image": self.target_image})
+        return data
+
+
+JOB_KEYS = ("2nd pass", "mode", "model", "vae", "te", "original prompt", "target prompt", "original image",
+            "target image", "negative prompt")
+
+
+def job_from_json(data: dict, source: str = "the JSON") -> tuple[Job, list[str]]:
+    """A Job from upstream's JSON layout, and the keys it did not know (reported by the caller, once)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a JSON object of settings")
+    mode = str(data.get("mode") or "LoRA")
+    if mode not in MODES:
+        raise UserError(f"{source}: mode {mode!r} is not one of {', '.join(MODES)}")
+    unknown = sorted(k for k in data if k not in BY_NAME and k not in JOB_KEYS)
+    first = {k: v for k, v in data.items() if k in BY_NAME}
+    settings = validate(first, mode)
+    second = None
+    if isinstance(data.get("2nd pass"), dict):
+        second = validate({**first, **{k: v for k, v in data["2nd pass"].items() if k in BY_NAME}}, mode)
+    job = Job(
+        mode=mode, settings=settings, second_pass=second,
+        model=_optional_file(data.get("model")), vae=_optional_file(data.get("vae")),
+        original_prompt=str(data.get("original prompt") or ""), target_prompt=str(data.get("target prompt") or ""),
+        original_image=str(data.get("original image") or ""), target_image=str(data.get("target image") or ""),
+    )
+    return job, unknown
+
+
+def _optional_file(value) -> str:
+    """Upstream writes "None" for an unselected model/VAE dropdown."""
+    text = str(value or "").strip()
+    return "" if text in ("None", "none") else text
+
+
+def apply_overrides(data: dict, assignments: list[str]) -> dict:
+    """`--set key=value` on a JSON dict; keys by upstream name or short key, plus the job keys."""
+    data = dict(data)
+    for assignment in assignments:
+        full = next((n for n in BY_NAME if assignment.startswith(n + "=")), None)  # names may contain "="
+        key, sep, value = (full, "=", assignment[len(full) + 1:]) if full else assignment.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UserError(f"--set {assignment!r}: expected key=value")
+        if key in JOB_KEYS or key.replace("_", " ") in JOB_KEYS:
+            data[key.replace("_", " ")] = value
+            continue
+        setting = lookup(key)
+        if setting.kind == "blocks":
+            data[setting.name] = [b.strip() for b in value.split(",") if b.strip()]
+        else:
+            data[setting.name] = value
+    return data
