@@ -9,14 +9,15 @@ import pytest
 
 from trainer.errors import UserError
 from trainer.settings import (
-    BY_NAME, OPTIMIZERS, SCHEDULERS, SEPARATOR, TABLE, apply_overrides, job_from_json, lookup, parse_kv, validate,
+    BY_NAME, OPTIMIZERS, SCHEDULERS, SEPARATOR, TABLE, UPSTREAM, apply_overrides, job_from_json, lookup, parse_kv, validate,
 )
 
 PRESETS = sorted((Path(__file__).parent.parent / "presets").glob("*.json"))
 
 
 def test_table_has_upstreams_59_settings():
-    assert len(TABLE) == 59 and len(BY_NAME) == 59
+    assert len(UPSTREAM) == 59 and len(BY_NAME) == len(TABLE)
+    assert [s.name for s in TABLE if not s.upstream] == ["diff_random_timesteps_in_span"]
     for name in ("image_size(height, width)", "network_blocks(BASE = TextEncoder)", "train_fixed_timsteps_in_batch",
                  "train_VAE_precision", "use_2nd_pass_settings"):
         assert name in BY_NAME

@@ -11,6 +11,7 @@ import json
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,6 +65,7 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
     control = control or JobControl()
     s = job.settings
     mode = mode_class(job.mode)(job)
+    mode.check_inputs()
     output = Output(directory=Path(host.lora_dir), name=s.save_lora_name, overwrite=s.save_overwrite,
                     mode=job.mode, model_name=Path(job.model).stem if job.model else "demo")
     output.path()  # validates the name before anything is loaded
@@ -78,10 +80,10 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
                                       PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
     log.info("%s", components.summary())
     device = torch.device(host.device)
-    generator = torch.Generator(device).manual_seed(seed)
     ctx = TrainContext(
         components=components, settings=s, device=device, model_dtype=components.dtype,
-        lora_dtype=PRECISIONS[s.train_lora_precision], seed=seed, generator=generator, rng=random.Random(seed),
+        lora_dtype=PRECISIONS[s.train_lora_precision], seed=seed, generator=torch.Generator(device).manual_seed(seed),
+        rng=random.Random(seed),
         alpha_bar=components.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32),
     )
     mode.prepare(ctx)
@@ -90,23 +92,53 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
         encoder.to(device)
     output.tag_frequency = getattr(mode, "tag_frequency", None)
     output.resolution = getattr(mode, "resolution", None)
+    logs = PassLogs(s.logging_save_csv, started, logs_dir)
+    if hasattr(mode, "train"):  # modes with more than one pass (Difference) drive train_pass themselves
+        return mode.train(ctx, output, control, logs)
+    return train_pass(ctx, mode, output, control, logs, resume=getattr(mode, "resume", s.network_resume))
 
-    if s.network_resume:
-        tensors, _ = read_lora(s.network_resume)
-        ctx.network = resume_network(components.family, components.unet, components.text_encoders, tensors,
-                                     s.network_resume, dtype=ctx.lora_dtype, device=device)
-    else:
-        ctx.network = create_network(components.family, components.unet, components.text_encoders, network_spec(s),
-                                     dtype=ctx.lora_dtype, device=device)
-    if s.logging_verbose:
+
+@dataclass
+class PassLogs:
+    """CSV logs per pass (`<name>-<time>.csv`, Difference's copier `<name>_copy-<time>.csv`)."""
+
+    enabled: bool
+    started: datetime.datetime
+    logs_dir: Path | None = None
+
+    def open(self, ctx, suffix: str = ""):
+        if not self.enabled:
+            return None
+        s = ctx.settings
+        header = {**s.raw, "model_version": ctx.components.family.model_version}
+        kwargs = {"logs_dir": self.logs_dir} if self.logs_dir else {}
+        path = csv_path(s.save_lora_name or "untitled", self.started, suffix=suffix, **kwargs)
+        return LossLog(path, header, len(ctx.network.param_groups(1.0)))
+
+
+def attach_network(ctx, resume: str = "", blocks=None):
+    """A new network for ctx.settings, or one resumed from a file; attached (after any already attached)."""
+    c, s = ctx.components, ctx.settings
+    if resume:
+        tensors, _ = read_lora(resume)
+        return resume_network(c.family, c.unet, c.text_encoders, tensors, resume, dtype=ctx.lora_dtype,
+                              device=ctx.device)
+    spec = network_spec(s)
+    if blocks is not None:
+        spec = NetworkSpec(**{**spec.__dict__, "blocks": tuple(blocks)})
+    return create_network(c.family, c.unet, c.text_encoders, spec, dtype=ctx.lora_dtype, device=ctx.device)
+
+
+def train_pass(ctx, mode, output: Output, control: JobControl, logs: PassLogs, resume: str = "",
+               keep_attached: bool = False) -> Result:
+    """One network, one engine run. The network is detached afterwards unless the caller keeps it."""
+    ctx.network = attach_network(ctx, resume, getattr(mode, "network_blocks", None))
+    if ctx.settings.logging_verbose:
         for adapter in ctx.network.adapters:
             log.info("  %s (rank %d)", adapter.lora_name, adapter.rank)
-    loss_log = None
-    if s.logging_save_csv:
-        header = {**s.raw, "model_version": components.family.model_version}
-        loss_log = LossLog(csv_path(s.save_lora_name or "untitled", started, **({"logs_dir": logs_dir} if logs_dir else {})),
-                           header, len(ctx.network.param_groups(1.0)))
     try:
-        return run_engine(ctx, mode, output, control, started_at=time.time(), log_csv=loss_log)
+        return run_engine(ctx, mode, output, control, started_at=time.time(),
+                          log_csv=logs.open(ctx, output.suffix))
     finally:
-        ctx.network.detach()
+        if not keep_attached:
+            ctx.network.detach()

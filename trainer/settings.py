@@ -49,6 +49,7 @@ class Setting:
     choices: tuple = ()
     minimum: float | None = None  # for numbers: smallest allowed value
     positive: bool = False  # for numbers: must be > 0
+    upstream: bool = True  # False: a setting of ours (upstream ignores the key in its JSON files)
 
     @property
     def key(self) -> str:
@@ -63,8 +64,8 @@ class Setting:
         return MODE_LETTER[mode] in self.modes
 
 
-def _s(name, kind, default, cast, modes, column, help, choices=(), minimum=None, positive=False):
-    return Setting(name, kind, default, cast, modes, column, help, tuple(choices), minimum, positive)
+def _s(name, kind, default, cast, modes, column, help, choices=(), minimum=None, positive=False, upstream=True):
+    return Setting(name, kind, default, cast, modes, column, help, tuple(choices), minimum, positive, upstream)
 
 
 # fmt: off
@@ -153,9 +154,14 @@ TABLE: tuple[Setting, ...] = (
        "v-prediction model (SD2-768-v and similar); when unticked it is detected from the model files"),
     _s("use_2nd_pass_settings", "check", False, "bool", "E", "opt3",
        "train pass 2 of Difference with the settings in this column"),
+    # -- ours ------------------------------------------------------------------------------------------------------
+    _s("diff_random_timesteps_in_span", "check", False, "bool", "AM", "opt2",
+       "ADDifT: draw each timestep at random inside its tenth of [min, max) instead of upstream's fixed values",
+       upstream=False),
 )
 # fmt: on
 
+UPSTREAM = tuple(s for s in TABLE if s.upstream)
 BY_NAME = MappingProxyType({s.name: s for s in TABLE})
 BY_KEY = MappingProxyType({s.key: s for s in TABLE})
 DEFAULTS = MappingProxyType({s.name: s.default for s in TABLE})

@@ -87,6 +87,7 @@ class Output:
     resolution: tuple[int, int] | None = None
     model_name: str = ""
     extra_metadata: dict = field(default_factory=dict)
+    save_final: bool = True  # False: a pass whose result is used but not kept (Difference's copier)
 
     def path(self, steps: int | None = None) -> Path:
         suffix = self.suffix + (f"_{steps}steps" if steps is not None else "")
@@ -100,6 +101,7 @@ class Result:
     steps: int
     losses: list[float]
     message: str
+    report: dict | None = None
 
 
 def save_points(iterations: int, every: int) -> set[int]:
@@ -171,18 +173,53 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
                 else:
                     status = "stopped"
                 break
-        if status == "finished":
-            path = _save(ctx, output, optimizer, step, started_at)
     finally:
         progress.close()
         network.eval()
+    report = None
+    if status == "finished" and hasattr(mode, "quality_report"):
+        report = mode.quality_report(ctx)
+        if report is not None:
+            output.extra_metadata.update(headline_metadata(report))
+    if status == "finished" and output.save_final:
+        path = _save(ctx, output, optimizer, step, started_at)
+        if report is not None:
+            write_report(report, path)
     message = {
-        "finished": f"Successfully created {path}",
+        "finished": f"Successfully created {path}" if path else f"Finished {step} steps (not saved)",
         "stopped_saved": f"Stopped at step {step}. Successfully created {path}",
         "stopped": f"Stopped at step {step}",
     }[status]
-    control.emit("done", status=status, path=str(path) if path else None, message=message)
-    return Result(status, path, step, losses, message)
+    if report is not None:
+        message += "\n" + report_summary(report)
+    control.emit("done", status=status, path=str(path) if path else None, message=message, report=report)
+    return Result(status, path, step, losses, message, report)
+
+
+def headline_metadata(report: dict) -> dict[str, str]:
+    import json
+
+    return {"traintrain.quality": json.dumps(report.get("headline", {}))}
+
+
+def report_path(lora_path: Path) -> Path:
+    return Path(lora_path).with_suffix(".report.json")
+
+
+def write_report(report: dict, lora_path: Path) -> Path:
+    import json
+    import os
+
+    path = report_path(lora_path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def report_summary(report: dict) -> str:
+    parts = [f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in report.get("headline", {}).items()]
+    return "quality (held-out, noise-prediction space): " + ", ".join(parts)
 
 
 def _save(ctx: TrainContext, output: Output, optimizer, steps_done: int, started_at: float,

@@ -7,9 +7,14 @@ from ..settings import MODES
 
 
 def mode_class(name: str):
+    from .addift import ADDifTMode
+    from .difference import DifferenceMode
+    from .ileco import ILECOMode
     from .lora import LoRAMode
+    from .multi_addift import MultiADDifTMode
 
-    registry = {"LoRA": LoRAMode}
+    registry = {"LoRA": LoRAMode, "iLECO": ILECOMode, "Difference": DifferenceMode, "ADDifT": ADDifTMode,
+                "Multi-ADDifT": MultiADDifTMode}
     if name in registry:
         return registry[name]
     if name in MODES:

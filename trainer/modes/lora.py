@@ -46,6 +46,9 @@ class LoRAMode:
         self.resolution = job.settings.image_size
         self.batches = None
 
+    def check_inputs(self) -> None:
+        find_images(self.job.settings.lora_data_directory)
+
     def prepare(self, ctx) -> None:
         s, c = ctx.settings, ctx.components
         samples, tags = build_samples(find_images(s.lora_data_directory), s)

@@ -1,0 +1,106 @@
+"""Multi-ADDifT: ADDifT over a folder of pairs (`X.png` + `X<diff_target_name>.png`), each pair resized to the
+pair's common size and bucketed like LoRA mode, with per-image captions. Fixed here: the pixel-difference mask is
+really used with `diff_use_diff_mask`, and with BASE selected the captions are encoded (upstream crashed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..data.batches import BucketBatches, repeat_items
+from ..data.cache import encode_latents
+from ..data.images import ImageFile, caption_for, open_image
+from ..data.samples import samples_for_image
+from ..engine.loop import StepOutput
+from ..errors import UserError
+from ..networks.blocks import BASE
+from . import common, pairs, quality
+from .addift import TRAIN_MULTIPLIER, addift_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairBucket:
+    size: tuple[int, int]  # (width, height) px
+    original: torch.Tensor  # (N, 4, h, w)
+    target: torch.Tensor
+    masks: torch.Tensor  # (N, 1, h, w)
+    captions: list[tuple[str, str]]  # (original caption, target caption)
+    conds: list | None  # cached ((hidden, pooled), (hidden, pooled)) per item, when the text encoder is frozen
+    items: list[int]
+
+
+class MultiADDifTMode:
+    name = "Multi-ADDifT"
+
+    def __init__(self, job):
+        self.job = job
+        s = job.settings
+        self.trains_text_encoder = BASE in s.network_blocks
+        self.resume = s.diff_load_1st_pass or s.network_resume
+        self.resolution = s.image_size
+
+    def check_inputs(self) -> None:
+        pairs.find_pairs(self.job.settings.lora_data_directory, self.job.settings.diff_target_name)
+
+    def prepare(self, ctx) -> None:
+        from PIL import Image
+
+        s, c = ctx.settings, ctx.components
+        grouped: dict[tuple[int, int], list] = {}
+        for original_path, target_path in pairs.find_pairs(s.lora_data_directory, s.diff_target_name):
+            original, target = open_image(original_path).convert("RGB"), open_image(target_path).convert("RGB")
+            size = (min(original.size[0], target.size[0]), min(original.size[1], target.size[1]))
+            original, target = original.resize(size, Image.LANCZOS), target.resize(size, Image.LANCZOS)
+            captions = (caption_for(ImageFile(original_path), s.lora_trigger_word, s.image_use_filename_as_tag),
+                        caption_for(ImageFile(target_path), s.lora_trigger_word, s.image_use_filename_as_tag))
+            for o, t in zip(samples_for_image(original, captions[0], str(original_path), s),
+                            samples_for_image(target, captions[1], str(target_path), s)):
+                grouped.setdefault(o.bucket, []).append((o, t))
+        if not grouped:
+            raise UserError("Multi-ADDifT: no pair fits a bucket; untick image_disable_upscale or lower image_size")
+        if s.diff_revert_original_target:
+            grouped = {k: [(t, o) for o, t in v] for k, v in grouped.items()}
+        vae = c.vae.to(ctx.device)
+        self.buckets = []
+        for size, members in grouped.items():
+            originals = encode_latents(vae, [o.image for o, _ in members], c.family, ctx.generator).to(ctx.device)
+            targets = encode_latents(vae, [t.image for _, t in members], c.family, ctx.generator).to(ctx.device)
+            masks = torch.stack([pairs.difference_mask(o.image, t.image) for o, t in members]).to(ctx.device)
+            captions = [(o.caption, t.caption) for o, t in members]
+            conds = None if self.trains_text_encoder else [
+                (common.encode(ctx, [a]), common.encode(ctx, [b])) for a, b in captions]
+            items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
+            self.buckets.append(PairBucket(size, originals, targets, masks, captions, conds, items))
+        log.info("Multi-ADDifT: %d pair images in %d bucket(s)", sum(len(b.captions) for b in self.buckets),
+                 len(self.buckets))
+        common.free_vae_and_text(ctx, keep_text=self.trains_text_encoder)
+        self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)
+
+    def _conds(self, bucket: PairBucket, rows: list[int], side: int):
+        if bucket.conds is not None:
+            hidden = torch.cat([bucket.conds[r][side][0] for r in rows])
+            pooled = [bucket.conds[r][side][1] for r in rows]
+            return hidden, torch.cat(pooled) if pooled[0] is not None else None
+        texts = [bucket.captions[r][side] for r in rows]
+        return lambda ctx, grad: common.encode(ctx, texts, grad=grad and torch.is_grad_enabled())
+
+    def step(self, ctx, index: int) -> StepOutput:
+        b, picks = next(self.batches)
+        bucket = self.buckets[b]
+        rows = [bucket.items[i] for i in picks]
+        width, height = bucket.size
+        return addift_step(ctx, index, bucket.original[rows], bucket.target[rows], self._conds(bucket, rows, 0),
+                           self._conds(bucket, rows, 1), (height, width), bucket.masks[rows])
+
+    def quality_report(self, ctx) -> dict:
+        bucket = self.buckets[0]
+        conds = [self._conds(bucket, [0], side) for side in (0, 1)]
+        conds = [c(ctx, False) if callable(c) else c for c in conds]
+        width, height = bucket.size
+        return quality.pair_report(ctx, bucket.original[:1], bucket.target[:1], conds[0], conds[1], TRAIN_MULTIPLIER,
+                                   (height, width), self.name)
