@@ -243,3 +243,16 @@ def test_cli_train_demo_run(tmp_path):
     assert lines[-2].startswith("Successfully created") and lines[-1].endswith("demo.safetensors")
     assert "using the bundled demo model" in proc.stderr + proc.stdout
     assert (tmp_path / "demo.safetensors").is_file()
+
+
+def test_save_as_json_writes_the_run_settings(lora_job, tmp_path):
+    import json
+
+    from trainer.settings import job_from_json
+
+    job, host = lora_job(save_as_json="true", train_iterations="1")
+    run_job(job, host, json_dir=tmp_path / "json")
+    [saved] = list((tmp_path / "json").rglob("*.json"))
+    assert saved.parent.name.isdigit() and saved.name.startswith("t-")
+    again, unknown = job_from_json(json.loads(saved.read_text(encoding="utf-8")))
+    assert not unknown and again.settings.as_dict() == job.settings.as_dict() and again.model == job.model

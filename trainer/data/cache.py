@@ -9,8 +9,9 @@ from .images import to_tensor
 
 
 @torch.no_grad()
-def encode_latents(vae, images, family, generator: torch.Generator, batch_size: int = 4) -> torch.Tensor:
-    """PIL images of one size → latents (N, 4, H/8, W/8), scaled and shifted for the UNet."""
+def encode_latents(vae, images, family, generator: torch.Generator, batch_size: int = 1) -> torch.Tensor:
+    """PIL images of one size → latents (N, 4, H/8, W/8), scaled and shifted for the UNet. One image at a time
+    by default: VAE activations at full resolution are the largest buffers of a whole run."""
     param = next(vae.parameters())
     out = []
     for start in range(0, len(images), batch_size):

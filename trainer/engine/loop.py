@@ -136,18 +136,7 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
     status, path = "finished", None
     try:
         for step in range(1, iterations + 1):
-            with ctx.autocast():
-                out = mode.step(ctx, step - 1)
-            per_sample = per_sample_loss(out.pred, out.target, s.train_loss_function, out.mask)
-            weight = min_snr_weight(diffusion.snr(out.timesteps, ctx.alpha_bar), s.train_snr_gamma,
-                                    ctx.is_v_prediction)
-            loss = (per_sample * weight).mean()
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_value = loss.item()  # sync point: once per step, for the log and the plateau schedule
-            step_scheduler(scheduler, loss_value)
-            optimizer.zero_grad(set_to_none=True)
+            loss_value = train_step(ctx, mode, step - 1, optimizer, scheduler, scaler)
             if not math.isfinite(loss_value):
                 raise UserError(f"the loss became {loss_value} at step {step}; lower train_learning_rate or use "
                                 f"fp32/bf16 precision")
@@ -220,6 +209,23 @@ def write_report(report: dict, lora_path: Path) -> Path:
 def report_summary(report: dict) -> str:
     parts = [f"{k} = {v:.3f}" if isinstance(v, float) else f"{k} = {v}" for k, v in report.get("headline", {}).items()]
     return "quality (held-out, noise-prediction space): " + ", ".join(parts)
+
+
+def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler) -> float:
+    """One optimizer step: the mode's prediction and target, weighted loss, backward, step, schedule."""
+    s = ctx.settings
+    with ctx.autocast():
+        out = mode.step(ctx, index)
+    per_sample = per_sample_loss(out.pred, out.target, s.train_loss_function, out.mask)
+    weight = min_snr_weight(diffusion.snr(out.timesteps, ctx.alpha_bar), s.train_snr_gamma, ctx.is_v_prediction)
+    loss = (per_sample * weight).mean()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    loss_value = loss.item()  # sync point: once per step, for the log and the plateau schedule
+    step_scheduler(scheduler, loss_value)
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value
 
 
 def _save(ctx: TrainContext, output: Output, optimizer, steps_done: int, started_at: float,

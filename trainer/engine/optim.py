@@ -31,8 +31,8 @@ class OptimizerEntry:
 
 _BNB = "bitsandbytes.optim"
 OPTIMIZERS: dict[str, OptimizerEntry] = {
-    "adamw": OptimizerEntry("torch.optim", "AdamW", "torch", (("foreach", True),)),
-    "adam": OptimizerEntry("torch.optim", "Adam", "torch", (("foreach", True),)),
+    "adamw": OptimizerEntry("torch.optim", "AdamW", "torch"),  # torch picks foreach/fused per device
+    "adam": OptimizerEntry("torch.optim", "Adam", "torch"),
     "sgdnesterov": OptimizerEntry("torch.optim", "SGD", "torch", (("momentum", 0.9), ("nesterov", True))),
     "adamw8bit": OptimizerEntry(_BNB, "AdamW8bit", "bitsandbytes"),
     "adam8bit": OptimizerEntry(_BNB, "Adam8bit", "bitsandbytes"),

@@ -19,7 +19,10 @@ import torch
 from ..errors import CheckpointError
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
-_SAFETENSORS_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+_SAFETENSORS_DTYPES = {
+    "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
 
 
 class StateDict(Mapping):
@@ -52,48 +55,90 @@ class StateDict(Mapping):
 
 
 class SafetensorsStateDict(StateDict):
+    """safetensors validates the file; each tensor's bytes are then read with `pread` into their own buffer.
+
+    Reading through safetensors' memory map would keep every page read resident until the file is closed — one
+    extra copy of the whole checkpoint at the loading peak. Reading by offsets keeps only the tensor in hand.
+    """
+
     def __init__(self, path: Path, dtype: torch.dtype | None = None):
         super().__init__(path, dtype)
         from safetensors import safe_open
 
         try:
-            self._file = safe_open(str(path), framework="pt", device="cpu")
+            with safe_open(str(path), framework="pt", device="cpu") as checked:  # full header validation
+                self.metadata = dict(checked.metadata() or {})
         except Exception as err:  # safetensors raises its own error types per version
             raise CheckpointError(path, f"truncated or corrupt safetensors file ({_first_line(err)})") from None
-        self._keys = list(self._file.keys())
-        self.metadata = dict(self._file.metadata() or {})
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len))
+        header.pop("__metadata__", None)
+        self._entries = header
+        self._data_start = 8 + header_len
+        self._fd = os.open(path, os.O_RDONLY)
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys_set:
+        entry = self._entries.get(key)
+        if entry is None:
             raise KeyError(key)
-        try:
-            return self.cast(self._file.get_tensor(key))
-        except Exception as err:
-            raise CheckpointError(self.path, f"cannot read tensor {key!r} ({_first_line(err)})") from None
+        begin, end = entry["data_offsets"]
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise CheckpointError(self.path, f"tensor {key!r} has an unsupported dtype {entry['dtype']}")
+        target = self.dtype if self.dtype is not None and dtype.is_floating_point else dtype
+        out = torch.empty(entry["shape"], dtype=target)  # not zeroed: every element is written
+        if target == dtype:
+            self._read_into(out.view(-1).view(torch.uint8), begin, key)
+            return out
+        # Convert through one reused staging buffer: no stored-dtype copy of the tensor is ever allocated, so
+        # loading an fp16 file as fp32 peaks at the fp32 model (and freed buffers cannot fragment the heap).
+        flat, step = out.view(-1), max(1, self._STAGING_BYTES // dtype.itemsize)
+        staging = self._staging()
+        for first in range(0, flat.numel(), step):
+            count = min(step, flat.numel() - first)
+            chunk = staging[: count * dtype.itemsize]
+            self._read_into(chunk, begin + first * dtype.itemsize, key)
+            flat[first:first + count].copy_(chunk.view(dtype))
+        return out
 
-    @property
-    def _keys_set(self) -> set[str]:
-        if not hasattr(self, "_key_cache"):
-            self._key_cache = set(self._keys)
-        return self._key_cache
+    _STAGING_BYTES = 16 * 2**20
+
+    def _staging(self) -> torch.Tensor:
+        if getattr(self, "_staging_buffer", None) is None:
+            self._staging_buffer = torch.empty(self._STAGING_BYTES, dtype=torch.uint8)
+        return self._staging_buffer
+
+    def _read_into(self, buffer: torch.Tensor, offset: int, key: str) -> None:
+        view, done = memoryview(buffer.numpy()), 0
+        while done < len(view):
+            n = os.preadv(self._fd, [view[done:]], self._data_start + offset + done)
+            if n <= 0:
+                raise CheckpointError(self.path, f"truncated safetensors file (tensor {key!r})")
+            done += n
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._file.get_slice(key).get_shape())
+        return tuple(self._entries[key]["shape"])
 
     def stored_dtype(self, key: str) -> torch.dtype:
-        return _SAFETENSORS_DTYPES.get(self._file.get_slice(key).get_dtype(), torch.float32)
+        return _SAFETENSORS_DTYPES.get(self._entries[key]["dtype"], torch.float32)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._entries)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._entries)
 
     def __contains__(self, key) -> bool:
-        return key in self._keys_set
+        return key in self._entries
 
     def close(self) -> None:
-        self._file = None
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
 
 
 class TensorDictStateDict(StateDict):

@@ -64,7 +64,14 @@ FULL_SIZES = {
     "sd2": DemoSize(unet={}, vae={}, text_layers=(23,), text_widths=(1024,)),
     "sdxl": DemoSize(unet={}, vae={}, text_layers=(12, 32), text_widths=(768, 1280)),
 }
-SIZES = {"tiny": DEMO_SIZES, "full": FULL_SIZES}
+# Real channel widths with one ResNet per level and two text layers: a mid-size model for benchmarks.
+SMALL_SIZES = {
+    "sd1": DemoSize(unet={"num_res_blocks": 1}, vae={"ch": 32}, text_layers=(2,), text_widths=(768,)),
+    "sd2": DemoSize(unet={"num_res_blocks": 1}, vae={"ch": 32}, text_layers=(2,), text_widths=(1024,)),
+    "sdxl": DemoSize(unet={"num_res_blocks": 1, "transformer_depth": [1, 1, 2]}, vae={"ch": 32},
+                     text_layers=(2, 2), text_widths=(768, 1280)),
+}
+SIZES = {"tiny": DEMO_SIZES, "small": SMALL_SIZES, "full": FULL_SIZES}
 
 
 def demo_ldm_config(family: Family, v_prediction: bool = False, size: str = "tiny") -> dict:
