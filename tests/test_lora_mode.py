@@ -72,7 +72,7 @@ def test_exact_step_count_periodic_saves_and_csv(lora_job, tmp_path):
 
     events = []
     job, host = lora_job(train_iterations="6", save_per_steps="2", logging_save_csv="true")
-    result = run_job(job, host, JobControl(on_event=events.append), logs_dir=tmp_path / "logs")
+    run_job(job, host, JobControl(on_event=events.append), logs_dir=tmp_path / "logs")
     steps = [e["step"] for e in events if e["kind"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]  # exactly train_iterations optimizer steps (upstream ran one more)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -197,6 +197,7 @@ def _bad_inputs(tmp_path, sample_images):
         "bucket step 0": ({"image_buckets_step": "0"}, "image_buckets_step: 0 is not a bucket step"),
         "slash in name": ({"save_lora_name": "a/b"}, "must be a plain file name"),
         "dots in name": ({"save_lora_name": ".."}, "must be a plain file name"),
+        "missing resume file": ({"network_resume": str(tmp_path / "nope.safetensors")}, "network_resume:"),
     }
 
 

@@ -70,6 +70,8 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
                     mode=job.mode, model_name=Path(job.model).stem if job.model else "demo")
     output.path()  # validates the name before anything is loaded
     check_outputs(output, s.train_iterations, s.save_per_steps)
+    if s.network_resume and not Path(s.network_resume).is_file():
+        raise UserError(f"network_resume: {s.network_resume} is not a file")
     started = datetime.datetime.now()
     if s.save_as_json:
         log.info("settings saved to %s", save_job_json(job, started, json_dir or JSON_DIR))

@@ -105,13 +105,6 @@ def is_schedule_free(optimizer) -> bool:
     return any(entry.schedule_free and type(optimizer).__name__ == entry.attr for entry in OPTIMIZERS.values())
 
 
-def uses_own_schedule(optimizer) -> bool:
-    """Adafactor in relative-step mode and the schedule-free optimizers bring their own learning rate."""
-    if type(optimizer).__name__ == "Adafactor":
-        return bool(optimizer.defaults.get("relative_step"))
-    return is_schedule_free(optimizer)
-
-
 class ScheduleFreeLR:
     """Stand-in scheduler for schedule-free optimizers: nothing to step; reports their current lr."""
 

@@ -185,12 +185,6 @@ def open_state_dict(path: str | os.PathLike, dtype: torch.dtype | None = None) -
     raise CheckpointError(path, "not a model file (neither safetensors nor a PyTorch checkpoint)")
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The `__metadata__` of a safetensors file (empty for pickles)."""
-    with open_state_dict(path) as sd:
-        return dict(sd.metadata)
-
-
 def _looks_like_safetensors(path: Path, head: bytes, size: int) -> bool:
     if len(head) < 9:
         return False
@@ -259,8 +253,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def metadata_json(metadata: dict) -> dict[str, str]:
-    """safetensors metadata must be str → str."""
-    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
