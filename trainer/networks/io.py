@@ -135,8 +135,8 @@ def describe(tensors: dict[str, torch.Tensor]) -> dict:
             alphas.add(float(parts["alpha"]))
         try:
             blocks[block_of_lora_name(name)] += 1
-        except ValueError:
-            pass
+        except ValueError:  # a layer outside the 26 blocks (conv_in, time embedding): counted, not hidden
+            blocks["other"] = blocks.get("other", 0) + 1
         if re.search(r"resnets|in_layers|out_layers|emb_layers|skip_connection|samplers|_op$|_conv$", name):
             has_resnet = True
     network_type = "loha" if "loha" in algorithms else ("c3lier" if has_resnet or conv else "lierla")
