@@ -110,7 +110,10 @@ def names_from_components(family: Family, unet, text_encoders, source="the loade
 
 # -- A1111's rules ---------------------------------------------------------------------------------------------
 def a1111_compvis_name(name: str, is_sd2: bool) -> str:
-    """A1111's conversion of a diffusers/kohya-style layer name to its own (names already in LDM form pass)."""
+    """A1111's conversion of a diffusers/kohya-style layer name to its own (names already in LDM form pass).
+
+    Deliberately not built on models.ldm_writer.unet_key_to_ldm: this is the *webui's* rule set, with its fixed
+    three layers per level and its upsampler slot rule, so the check catches files our own mapping gets wrong."""
 
     def openclip(prefix, layer, rest):
         rest = rest.replace("mlp_fc1", "mlp_c_fc").replace("mlp_fc2", "mlp_c_proj").replace("self_attn", "attn")
