@@ -118,6 +118,8 @@ def test_multiplier_save_reload_and_base_untouched(family, network_type, compone
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_diffusers_load_lora_weights_agrees(family, components, tmp_path):
     """Third-party oracle: diffusers' kohya converter loads our lierla file and gives the same UNet output."""
+    # diffusers' LoRA loader needs peft (and its pipelines a newer transformers): the webui's venv has neither.
+    pytest.importorskip("peft", reason="diffusers' load_lora_weights needs peft (absent from the webui's venv)")
     from diffusers import DDPMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     c = components(family)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -97,6 +98,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    from .ui.standalone import serve
+
+    for flag, folder in (("--models-dir", args.models_dir),):
+        if folder and not Path(folder).is_dir():
+            raise UserError(f"{flag} {folder}: not a folder")
+    print(f"TrainTrain on http://127.0.0.1:{args.port}  (Ctrl-C to quit)")
+    serve(args.models_dir, args.output_dir, args.data_dir, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="TrainTrain LoRA trainer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one setting by its upstream name or short name; repeatable")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ui", help="serve the TrainTrain tab on 127.0.0.1 (the standalone web UI)")
+    p.add_argument("--models-dir", help="folder searched for checkpoints (its VAE/ sub-folder for VAEs)")
+    p.add_argument("--output-dir", help="where LoRAs are written (default: output/)")
+    p.add_argument("--data-dir", help="folder for presets/, json/ (queue, saved settings) and logs/ "
+                                      "(default: the ones beside the code)")
+    p.add_argument("--port", type=int, default=7870)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

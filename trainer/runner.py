@@ -7,7 +7,6 @@ first, so a bad input costs nothing and never leaves a partial file.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import random
 import time
@@ -19,6 +18,7 @@ import torch
 from .engine.control import JobControl
 from .engine.loop import Output, Result, TrainContext, run_engine, save_points
 from .errors import UserError
+from .fileio import write_json_atomic
 from .jobs.logs import LossLog, csv_path
 from .models.devices import PRECISIONS
 from .modes import mode_class
@@ -49,9 +49,7 @@ def check_outputs(output: Output, iterations: int, every: int) -> None:
 def save_job_json(job: Job, when: datetime.datetime, json_dir: Path = JSON_DIR) -> Path:
     name = job.settings.save_lora_name or "untitled"
     path = Path(json_dir) / when.strftime("%Y%m%d") / f"{name}-{when.strftime('%Y%m%d_%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(job.to_json(), indent=4, ensure_ascii=False), encoding="utf-8")
-    return path
+    return write_json_atomic(path, job.to_json())
 
 
 def network_spec(s) -> NetworkSpec:
@@ -78,6 +76,7 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
 
     seed = pick_seed(s.train_seed)
     torch.manual_seed(seed)
+    control.emit("phase", text="loading the model…")
     components = host.load_components(job.model, model_dtype(s.train_model_precision),
                                       PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
     log.info("%s", components.summary())
@@ -88,6 +87,7 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
         rng=random.Random(seed),
         alpha_bar=components.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32),
     )
+    control.emit("phase", text="caching the training data…")
     mode.prepare(ctx)
     components.unet.to(device)
     for encoder in components.text_encoders:

@@ -260,7 +260,13 @@ def enable_gradient_checkpointing(unet, text_encoders) -> None:
     unet.enable_gradient_checkpointing()
     unet.train()
     for encoder in text_encoders:
-        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        except TypeError:
+            # transformers < 4.35 (the webui's 4.30.2) takes no kwargs and always checkpoints reentrantly: then
+            # the embeddings' output must require grad, or no gradient reaches the LoRA inside the layers.
+            encoder.gradient_checkpointing_enable()
+            encoder.enable_input_require_grads()
         encoder.train()
         encoder.requires_grad_(False)
 

@@ -272,8 +272,11 @@ def _rebuild_meta_buffers(model: torch.nn.Module, what: str, path) -> None:
             if not buf.is_meta:
                 continue
             if name == "position_ids":
+                # Keep the buffer's own persistence: transformers < 4.31 saves position_ids in state_dict(),
+                # later releases do not.
+                persistent = name not in module._non_persistent_buffers_set
                 module.register_buffer(
-                    name, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=False
+                    name, torch.arange(buf.shape[-1]).expand(buf.shape), persistent=persistent
                 )
             else:
                 raise CheckpointError(path, f"{what} has no value for buffer {module_name}.{name}")

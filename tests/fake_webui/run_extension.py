@@ -1,0 +1,55 @@
+"""Driver for tests/test_webui_extension.py: start the fake webui, load the extension, report as JSON.
+
+Environment: FAKE_WEBUI_BLOCK=pkg1,pkg2 makes those imports fail (a package the webui venv lacks);
+FAKE_WEBUI_TRAIN=<settings JSON file> then runs that job through the tab's service and waits for it.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # as the webui's own start-up does: no phoning home
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXTENSION = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+for name in filter(None, os.environ.get("FAKE_WEBUI_BLOCK", "").split(",")):
+    sys.modules[name] = None  # `import name` now raises ImportError, as if it were not installed
+
+import webui  # noqa: E402
+
+webui.load_extension_scripts(EXTENSION)
+demo, interfaces = webui.create_ui()
+config = demo.get_config_file()
+elem_ids = sorted({c["props"].get("elem_id") for c in config["components"] if c["props"].get("elem_id")})
+messages = [c["props"].get("value") for c in config["components"] if c["props"].get("elem_id") == "tt_message"]
+report = {
+    "tabs": [[type(b).__name__, title, elem_id] for b, title, elem_id in interfaces],
+    "elem_ids": elem_ids,
+    "message": messages[0] if messages else None,
+    "blocked_loaded": [n for n in os.environ.get("FAKE_WEBUI_BLOCK", "").split(",") if n and sys.modules.get(n)],
+}
+
+if os.environ.get("FAKE_WEBUI_TRAIN"):
+    from modules import sd_models, shared
+
+    extension = sys.modules["traintrain_trainer.host.extension"]
+    settings = sys.modules["traintrain_trainer.settings"]
+    with open(os.environ["FAKE_WEBUI_TRAIN"], encoding="utf-8") as f:
+        data = json.load(f)
+    data["model"] = sd_models.checkpoint_tiles()[0]
+    service = extension.service()
+    job, _ = settings.job_from_json(data)
+    service.start(job)
+    if os.environ.get("FAKE_WEBUI_INTERRUPT"):
+        while service.status().step < 2 and service.status().state not in ("error", "finished"):
+            time.sleep(0.05)
+        shared.state.interrupt()  # the webui's Interrupt button
+    service.wait(600)
+    status = service.status()
+    report["train"] = {"state": status.state, "message": status.message, "path": status.path,
+                       "step": status.step, "jobs_begun": shared.state.begun,
+                       "lock_free": not sys.modules["modules.call_queue"].queue_lock.locked()}
+
+print("REPORT " + json.dumps(report))

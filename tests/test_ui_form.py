@@ -1,0 +1,203 @@
+"""The tab's form ↔ upstream JSON, presets, visibility per mode, and the tab's handlers (built in-process under the
+installed Gradio, with a stand-in runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from trainer import presets
+from trainer.errors import UserError
+from trainer.paths import PRESETS_DIR
+from trainer.settings import TABLE
+from trainer.ui import form as F
+
+PRESETS = sorted(PRESETS_DIR.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_shipped_preset_fills_the_form_and_comes_back_unchanged(path):
+    data = json.loads(path.read_text(encoding="utf-8"))
+    back = F.json_from_form(F.form_from_json(data))
+    for name, value in data.items():
+        if name in ("te", "vae"):
+            continue
+        if name == "2nd pass" and value is not None:
+            assert {k: back[name][k] for k in value} == value
+            continue
+        assert back[name] == value, name  # same value and same JSON type (16 stays 16, "500" stays "500")
+
+
+def test_upstream_json_with_lowercase_optimizer_and_string_numbers():
+    form = F.form_from_json({"train_optimizer": "adamw8bit", "network_rank": "32", "network_alpha": 0.5,
+                             "mode": "iLECO", "original prompt": "a cat"})
+    assert form["1:train_optimizer"] == "AdamW8bit" and form["1:network_rank"] == "32"
+    assert form["1:network_alpha"] == "0.5" and form["mode"] == "iLECO" and form["original prompt"] == "a cat"
+    assert F.json_from_form(form)["network_rank"] == 32
+
+
+def test_second_pass_comes_from_its_object_or_copies_the_first():
+    data = json.loads((PRESETS_DIR / "Difference_Use2ndPass.json").read_text(encoding="utf-8"))
+    form = F.form_from_json(data)
+    assert form["1:network_rank"] == "16" and form["2:network_rank"] == "4" and form[F.USE_2ND] is True
+    job = F.job_from_form(form)
+    assert job.second_pass.network_rank == 4 and job.settings.network_rank == 16
+    plain = F.form_from_json({"network_rank": 64})
+    assert plain["2:network_rank"] == "64" and F.json_from_form(plain)["2nd pass"] is None
+
+
+def test_copy_settings_from_1st_pass_copies_everything_and_keeps_the_box():
+    form = F.defaults()
+    form.update({"1:network_type": "c3lier", "1:train_iterations": "77", F.USE_2ND: True})
+    copied = F.copy_first_pass(form)
+    assert copied["2:network_type"] == "c3lier" and copied["2:train_iterations"] == "77"  # upstream skipped the type
+    assert F.USE_2ND not in copied and all(key.startswith("2:") for key in copied)
+
+
+@pytest.mark.parametrize("mode,letter", [("LoRA", "L"), ("iLECO", "I"), ("Difference", "D"), ("ADDifT", "A"),
+                                         ("Multi-ADDifT", "M")])
+def test_visibility_follows_the_table(mode, letter):
+    shown = F.visibility(mode)
+    for s in TABLE:
+        if s.name != F.USE_2ND:
+            assert shown[F.field(1, s.name)] == (letter in s.modes), s.name
+    groups = (shown["group:2nd pass"], shown["group:iLECO"], shown["group:images"])
+    assert groups == {"LoRA": (False, False, False), "iLECO": (False, True, False),
+                      "Difference": (True, False, True), "ADDifT": (False, False, True),
+                      "Multi-ADDifT": (False, False, False)}[mode]
+
+
+def test_presets_save_refuses_to_overwrite_unless_asked(tmp_path):
+    presets.save_preset("mine", {"network_rank": 4}, overwrite=False, presets_dir=tmp_path)
+    with pytest.raises(UserError, match="already exists; tick save_overwrite"):
+        presets.save_preset("mine", {"network_rank": 8}, overwrite=False, presets_dir=tmp_path)
+    presets.save_preset("mine.json", {"network_rank": 8}, overwrite=True, presets_dir=tmp_path)
+    assert presets.load_preset("mine", tmp_path) == {"network_rank": 8}
+    assert presets.preset_names(tmp_path) == ["mine"]
+    for bad in ("", "../escape", "a/b"):
+        with pytest.raises(UserError):
+            presets.save_preset(bad, {}, overwrite=True, presets_dir=tmp_path)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_json_load_searches_the_json_folder_recursively(tmp_path):
+    day = tmp_path / "20261122"
+    day.mkdir()
+    (day / "run-20261122_101010.json").write_text('{"network_rank": 32, "mode": "LoRA"}', encoding="utf-8")
+    assert presets.load_json("run-20261122_101010", tmp_path)["network_rank"] == 32
+    with pytest.raises(UserError, match="no nothing.json under"):
+        presets.find_json("nothing", tmp_path)
+    (day / "broken.json").write_text("{", encoding="utf-8")
+    with pytest.raises(UserError, match="not valid JSON"):
+        presets.load_json("broken", tmp_path)
+
+
+# -- the tab, in-process -----------------------------------------------------------------------------------------
+@pytest.fixture
+def tab(tmp_path):
+    from trainer.host.standalone import StandaloneHost
+    from trainer.jobs.service import TrainingService
+    from trainer.ui.tab import Folders, TrainTrainTab
+
+    started = []
+
+    def runner(job, host, control, logs_dir, json_dir):
+        started.append(job)
+        return SimpleNamespace(status="finished", path=None, message="Successfully created (stand-in)")
+
+    folders = Folders(presets=tmp_path / "presets", json=tmp_path / "json", logs=tmp_path / "logs")
+    folders.presets.mkdir()
+    for preset in PRESETS_DIR.glob("*.json"):
+        (folders.presets / preset.name).write_bytes(preset.read_bytes())
+    host = StandaloneHost(lora_dir=tmp_path / "out")
+    service = TrainingService(host, queue_file=folders.json / "queue.json", logs_dir=folders.logs,
+                              json_dir=folders.json, run_job=runner)
+    built = TrainTrainTab(service, host, folders)
+    built.build()
+    built.started = started
+    return built
+
+
+def values_of(tab, form: dict) -> dict:
+    """What Gradio hands a handler with dict inputs: component → value."""
+    return {tab.widgets[key]: value for key, value in form.items() if key in tab.widgets}
+
+
+def test_tab_loads_a_preset_into_every_widget_and_shows_its_groups(tab):
+    updates = tab._on_preset_load("Difference_Use2ndPass")
+    value = {key: updates[component].get("value") for key, component in tab.widgets.items()
+             if isinstance(updates.get(component), dict)}
+    assert value["mode"] == "Difference" and value["1:network_rank"] == "16" and value["2:network_rank"] == "4"
+    assert value[F.USE_2ND] is True and value["1:train_iterations"] == "500"
+    assert updates[tab.groups["group:2nd pass"]]["visible"] is True
+    assert updates[tab.groups["group:iLECO"]]["visible"] is False
+    assert updates[tab.widgets["1:diff_load_1st_pass"]]["visible"] is True
+    assert "Loaded preset Difference_Use2ndPass" in updates[tab.message]
+
+
+def test_tab_starts_a_job_from_the_form_and_saves_a_preset(tab, tmp_path):
+    form = F.defaults()
+    form.update({"1:save_lora_name": "from_tab", "1:train_iterations": "12", "model": ""})
+    updates = tab._on_start(values_of(tab, form))
+    assert tab.service.wait(10)
+    assert tab.started[0].settings.train_iterations == 12 and tab.started[0].settings.save_lora_name == "from_tab"
+    assert "Started LoRA 'from_tab'" in updates[tab.message]
+    assert "GiB of memory (estimate)" in updates[tab.message]  # engine.memory's figure, shown at Start
+    saved = tab._on_preset_save(values_of(tab, form))
+    assert json.loads((tmp_path / "presets" / "from_tab.json").read_text())["train_iterations"] == "12"
+    assert "from_tab" in saved[tab.preset]["choices"]
+    again = tab._guard(tab._on_preset_save)(values_of(tab, form))
+    assert "already exists" in again[tab.message]
+
+
+def test_tab_rejects_bad_input_in_one_line_and_starts_nothing(tab):
+    form = F.defaults()
+    form.update({"1:train_iterations": "many", "1:save_lora_name": "x"})
+    updates = tab._guard(tab._on_start)(values_of(tab, form))
+    assert updates[tab.message].startswith("Error: train_iterations: 'many' is not a whole number")
+    form.update({"1:train_iterations": "5", "mode": "ADDifT"})
+    updates = tab._guard(tab._on_start)(values_of(tab, form))
+    assert "ADDifT needs both images" in updates[tab.message]
+    assert tab.started == []
+
+
+def test_tab_saves_uploaded_pair_images_for_queued_jobs(tab, tmp_path):
+    from PIL import Image
+
+    form = F.defaults()
+    form.update({"mode": "ADDifT", "1:save_lora_name": "pair"})
+    values = values_of(tab, form)
+    values[tab.images["original image"]] = Image.new("RGB", (32, 32), "red")
+    values[tab.images["target image"]] = Image.new("RGB", (32, 32), "blue")
+    job = tab._job(values)
+    assert Path(job.original_image).is_file() and Path(job.target_image).is_file()
+    assert Path(job.original_image).is_relative_to(tmp_path / "json" / "images")
+    with Image.open(job.target_image) as img:
+        assert img.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_tab_mode_switch_updates_every_setting_and_group(tab):
+    updates = tab._on_mode("iLECO")
+    shown = F.visibility("iLECO")
+    expected = [shown[k] for k in shown if k in tab.widgets] + [shown[k] for k in tab.groups]
+    assert [u["visible"] for u in updates] == expected
+
+
+def test_image_tab_handlers_write_variants_and_report_bad_input(tmp_path):
+    from PIL import Image
+
+    from trainer.ui.tab import _augment_directory, _augment_file, _guard_one
+
+    source = tmp_path / "src"
+    source.mkdir()
+    Image.new("RGB", (40, 30), "green").save(source / "cat.JPG")
+    message = _augment_directory(str(source), 3, 30, 0.5, True, True, "none")
+    assert sorted(p.name for p in (source / "modified").iterdir()) == ["cat_id_0.png", "cat_id_1.png", "cat_id_2.png"]
+    assert "3" in message
+    written = _augment_file(Image.new("RGBA", (40, 30)), "dog", str(tmp_path / "out"), 2.0, 0, 1, False, True, "left")
+    assert "2" in written and len(list((tmp_path / "out").glob("dog_id_*.png"))) == 2
+    assert _guard_one(_augment_directory)(str(tmp_path / "missing"), 3, 30, 0.5, True, True, "none").startswith(
+        "Error: ")

@@ -1,0 +1,39 @@
+"""The Host seam: what the runner, the service and the tab need from where they run (standalone or the webui).
+
+Nothing else knows whether the webui is there; only host/webui.py imports its `modules`.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+
+class Host(Protocol):
+    name: str
+    lora_dir: Path  # where LoRAs are written
+    device: torch.device  # CUDA when present, else the CPU; never a hard-coded index
+
+    def models(self) -> list[str]:
+        """The Model dropdown's choices."""
+
+    def vaes(self) -> list[str]:
+        """The VAE dropdown's choices, "None" first."""
+
+    def default_model(self) -> str:
+        """The Model dropdown's initial choice."""
+
+    def resolve(self, value: str, what: str = "model") -> str:
+        """A dropdown choice, a name or a path → a file path ("" for the host's default); UserError if unknown."""
+
+    def load_components(self, model: str, dtype, vae_dtype, v_prediction, vae: str = ""):
+        """trainer.models.components.Components for the chosen checkpoint (and VAE file)."""
+
+    def job_context(self, job) -> AbstractContextManager:
+        """Held for the whole of one job (the webui's queue lock and job state)."""
+
+    def interrupted(self) -> bool:
+        """True when the host asks the running job to stop (the webui's Interrupt button)."""

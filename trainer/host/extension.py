@@ -1,0 +1,28 @@
+"""The tab inside the webui: one TrainingService per webui process (it outlives "Reload UI", which builds the
+tab again), the webui host, and the webui's ToolButton."""
+
+from __future__ import annotations
+
+import threading
+
+_service = None
+_lock = threading.Lock()
+
+
+def service():
+    """The process-wide service; created on first use, when it also resumes jobs left in json/queue.json."""
+    global _service
+    from ..jobs.service import TrainingService
+    from .webui import WebuiHost
+
+    with _lock:
+        if _service is None:
+            _service = TrainingService(WebuiHost())
+        return _service
+
+
+def build():
+    from ..ui.tab import build_tab
+
+    current = service()
+    return build_tab(current, current.host, tool_button=current.host.tool_button)

@@ -1,0 +1,1 @@
+"""Image utilities behind the Image sub-tab."""

@@ -1,0 +1,443 @@
+"""The TrainTrain tab: layout generated from the settings table, wired to plain functions.
+
+`build_tab(service, host, folders)` returns a `gr.Blocks` for the webui's `on_ui_tabs` or the standalone app. Only
+idioms that exist in both Gradio 3.41 (the webui's) and 4.x are used: `gr.update`, dict inputs/outputs, no `_js`.
+Live progress comes from javascript/traintrain.js clicking the hidden `tt_poll` button every second.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from .. import packages, presets
+from ..errors import UserError
+from ..jobs import plot
+from ..jobs.queue import QUEUE_HEADERS, queue_row
+from ..jobs.service import RunStatus, TrainingService, describe
+from ..networks.blocks import BLOCK_IDS
+from ..paths import JSON_DIR, LOGS_DIR, PRESETS_DIR
+from ..settings import BY_NAME, JOB_KEYS, MODES, Setting
+from . import form as F
+
+log = logging.getLogger(__name__)
+
+COLUMNS = {"required": ("req1", "req2", "req3"), "option": ("opt1", "opt2", "opt3")}
+IMAGE_KEYS = ("original image", "target image")
+
+
+@dataclass(frozen=True)
+class Folders:
+    presets: Path = PRESETS_DIR
+    json: Path = JSON_DIR
+    logs: Path = LOGS_DIR
+
+
+def elem_id(setting: Setting, pass_no: int) -> str:
+    """Upstream's ids: `tt_<name>` for choice widgets, `tt_1_<name>` / `tt_2_<name>` for textboxes. Pass-2 choice
+    widgets get `tt_2_<name>` too (upstream repeats the pass-1 id, which leaves duplicate ids in the page)."""
+    if setting.kind == "text" or pass_no == 2:
+        return f"tt_{pass_no}_{setting.name}"
+    return f"tt_{setting.name}"
+
+
+def setting_widget(setting: Setting, value, pass_no: int, visible: bool = True):
+    common = dict(label=setting.label, elem_id=elem_id(setting, pass_no), visible=visible)
+    if setting.kind == "dropdown":
+        return gr.Dropdown(choices=[str(c) for c in setting.choices], value=value, interactive=True, **common)
+    if setting.kind == "check":
+        return gr.Checkbox(value=value, interactive=True, **common)
+    if setting.kind == "blocks":
+        return gr.CheckboxGroup(choices=list(BLOCK_IDS), value=value, interactive=True, **common)
+    return gr.Textbox(value=value, lines=1, interactive=True, **common)
+
+
+def progress_html(status: RunStatus) -> str:
+    """A bar the stylesheet draws; data-state/data-percent are read by traintrain.js."""
+    text = ""
+    if status.state in ("training", "saving"):
+        text = f"step {status.step}/{status.total}"
+    elif status.state == "loading":
+        text = status.message
+    return (f'<div class="tt-progress" data-state="{status.state}" data-percent="{status.percent:.1f}">'
+            f'<div class="tt-progress-fill" style="width:{status.percent:.1f}%"></div>'
+            f'<span class="tt-progress-text">{html.escape(text)}</span></div>')
+
+
+def _save_image(image, folder: Path, stem: str) -> str:
+    """An uploaded image (PIL) → a PNG under json/images/, so queued and saved jobs can find it later."""
+    if image is None:
+        return ""
+    path = folder / f"{stem}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+    return str(path)
+
+
+class TrainTrainTab:
+    """Builds the widgets (kept by form key) and the handlers, which call the service and the plain modules."""
+
+    def __init__(self, service: TrainingService, host, folders: Folders = Folders(), tool_button=None):
+        self.service = service
+        self.host = host
+        self.folders = folders
+        self.tool_button = tool_button or getattr(host, "tool_button", None) or _tool_button
+        self.widgets: dict[str, gr.components.Component] = {}
+        self.groups: dict[str, gr.blocks.Block] = {}
+        self.notice = packages.problems()  # shown in the Message box until the first action
+
+    # -- layout ------------------------------------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(analytics_enabled=False) as blocks:
+            with gr.Tabs(elem_id="tt_tabs"):
+                with gr.Tab("Train", elem_id="tt_train_tab"):
+                    self._train_tab()
+                with gr.Tab("Queue", elem_id="tt_queue_tab"):
+                    self._queue_tab()
+                with gr.Tab("Plot", elem_id="tt_plot_tab"):
+                    self._plot_tab()
+                with gr.Tab("Image", elem_id="tt_image_tab"):
+                    self._image_tab()
+        return blocks
+
+    def _train_tab(self) -> None:
+        form = F.defaults()
+        form["model"] = self.host.default_model()
+        self.message = gr.Textbox(label="Message", value=self._text(), lines=2, interactive=False,
+                                  elem_id="tt_message")
+        self.progress = gr.HTML(progress_html(self.service.status()), elem_id="tt_progress")
+        with gr.Row():
+            self.start = gr.Button("Start Training", variant="primary", elem_id="tt_start")
+            self.stop = gr.Button("Stop", elem_id="tt_stop")
+            self.stop_save = gr.Button("Stop and Save", elem_id="tt_stop_save")
+        with gr.Row():
+            self.add_queue = gr.Button("Add to Queue", elem_id="tt_add_queue")
+            # clicked every second by traintrain.js; hidden by style.css (an invisible widget would not be in the page)
+            self.poll = gr.Button("refresh progress", elem_id="tt_poll", elem_classes=["tt-hidden"])
+        with gr.Row(elem_id="tt_preset_row"):
+            self.preset = gr.Dropdown(choices=presets.preset_names(self.folders.presets), value="LoRA",
+                                      show_label=False, interactive=True, elem_id="tt_preset")
+            self.preset_load = self.tool_button("↙️", "tt_preset_load")
+            self.preset_save = self.tool_button("💾", "tt_preset_save")
+            self.preset_refresh = self.tool_button("🔄", "tt_preset_refresh")
+            self.json_name = gr.Textbox(show_label=False, placeholder="name of a saved JSON (json/…)",
+                                        elem_id="tt_json_name")
+            self.json_load = self.tool_button("↙️", "tt_json_load")
+        self.widgets["mode"] = gr.Radio(choices=list(MODES), value="LoRA", label="Mode", elem_id="tt_mode")
+        with gr.Row(elem_id="tt_model_row"):
+            self.widgets["model"] = gr.Dropdown(choices=self.host.models(), value=form["model"], label="Model",
+                                                allow_custom_value=True, interactive=True, elem_id="tt_model")
+            self.model_refresh = self.tool_button("🔄", "tt_model_refresh")
+            self.widgets["vae"] = gr.Dropdown(choices=self.host.vaes(), value="None", label="VAE",
+                                              allow_custom_value=True, interactive=True, elem_id="tt_vae")
+            self.vae_refresh = self.tool_button("🔄", "tt_vae_refresh")
+        shown = F.visibility("LoRA")
+        self._parameter_columns(F.FIRST_PASS, 1, form, shown)
+        with gr.Accordion("2nd pass", open=False, visible=shown["group:2nd pass"], elem_id="tt_2nd_pass") as acc:
+            self.groups["group:2nd pass"] = acc
+            self.widgets[F.USE_2ND] = gr.Checkbox(value=False, label=F.USE_2ND.replace("_", " "),
+                                                  elem_id=f"tt_{F.USE_2ND}")
+            self.copy_first = gr.Button("Copy settings from 1st pass", elem_id="tt_copy_1st_pass")
+            self._parameter_columns(F.SECOND_PASS, 2, form, None)
+        with gr.Group(visible=shown["group:iLECO"], elem_id="tt_ileco_group") as group:
+            self.groups["group:iLECO"] = group
+            for key, label in (("original prompt", "Original Prompt"), ("target prompt", "Target Prompt"),
+                               ("negative prompt", "Negative Prompt(not userd in training)")):
+                self.widgets[key] = gr.Textbox(label=label, lines=2, elem_id="tt_" + key.replace(" ", "_"))
+        with gr.Group(visible=shown["group:images"], elem_id="tt_images_group") as group:
+            self.groups["group:images"] = group
+            with gr.Row():
+                self.images = {key: gr.Image(label=key.title(), type="pil", interactive=True,
+                                             elem_id="tt_" + key.replace(" ", "_")) for key in IMAGE_KEYS}
+        self._wire_train()
+
+    def _parameter_columns(self, settings, pass_no: int, form: dict, shown: dict | None) -> None:
+        for title, columns in COLUMNS.items():
+            gr.Markdown(f"**{title.title()} Parameters**")
+            with gr.Row():
+                for column in columns:
+                    with gr.Column():
+                        for s in (s for s in settings if s.column == column):
+                            self._add(s, pass_no, form, shown)
+            for s in (s for s in settings if s.column == "req_row" and title == "required"):
+                self._add(s, pass_no, form, shown)
+
+    def _add(self, s: Setting, pass_no: int, form: dict, shown: dict | None) -> None:
+        key = F.field(pass_no, s.name)
+        visible = shown[key] if shown is not None else True
+        self.widgets[key] = setting_widget(s, form[key], pass_no, visible)
+
+    def _queue_tab(self) -> None:
+        with gr.Row():
+            self.queue_reload = gr.Button("Reload Queue", elem_id="tt_queue_reload")
+            self.queue_delete = gr.Button("Delete Queue", elem_id="tt_queue_delete")
+            self.queue_name = gr.Textbox(label="Name of Queue to delete", elem_id="tt_queue_name")
+        self.queue_table = gr.Dataframe(headers=QUEUE_HEADERS, value=self._queue_rows(), interactive=False,
+                                        elem_id="tt_queue_table")
+        self.queue_reload.click(self._guard(self._on_queue_reload), None, [self.message, self.queue_table])
+        self.queue_delete.click(self._guard(self._on_queue_delete), [self.queue_name],
+                                [self.message, self.queue_table])
+
+    def _plot_tab(self) -> None:
+        with gr.Row():
+            self.plot_reload = gr.Button("Reload Plot", elem_id="tt_plot_reload")
+            self.plot_name = gr.Textbox(label="Name of logfile, blank for last or current training",
+                                        elem_id="tt_plot_name")
+        self.plot = gr.Plot(elem_id="tt_plot")
+        self.plot_reload.click(self._guard(self._on_plot), [self.plot_name], [self.message, self.plot], queue=False)
+
+    def _image_tab(self) -> None:
+        gr.Markdown("**Rotate random angle and scaling**")
+        image_message = gr.Textbox(label="Message", interactive=False, elem_id="tt_image_message")
+        with gr.Row():
+            from_dir = gr.Button("From Directory", elem_id="tt_image_from_dir")
+            from_file = gr.Button("From File", elem_id="tt_image_from_file")
+        fix_side = gr.Radio(["none", "right", "left", "top", "bottom"], value="none", label="fix side",
+                            elem_id="tt_image_fix_side")
+        with gr.Row():
+            image_dir = gr.Textbox(label="Image directory", elem_id="tt_image_dir")
+            output_name = gr.Textbox(label="Output name", elem_id="tt_image_output_name")
+            output_dir = gr.Textbox(label="Output directory", elem_id="tt_image_output_dir")
+        with gr.Row():
+            count = gr.Slider(0, 1000, value=5, step=1, label="number of images", elem_id="tt_image_count")
+            angle = gr.Slider(0, 180, value=180, step=1, label="max_tilting_angle", elem_id="tt_image_angle")
+            scale = gr.Slider(0, 1, value=0.4, step=0.01, label="minimun downscale ratio", elem_id="tt_image_scale")
+        with gr.Row():
+            change_angle = gr.Checkbox(value=True, label="change angle", elem_id="tt_image_change_angle")
+            change_scale = gr.Checkbox(value=True, label="change scale", elem_id="tt_image_change_scale")
+        image = gr.Image(label="Input Image", type="pil", image_mode="RGBA", elem_id="tt_image_input")
+        options = [count, angle, scale, change_angle, change_scale, fix_side]
+        from_dir.click(_guard_one(_augment_directory), [image_dir, *options], [image_message])
+        from_file.click(_guard_one(_augment_file), [image, output_name, output_dir, *options], [image_message])
+
+    # -- wiring ------------------------------------------------------------------------------------------------------
+    def _wire_train(self) -> None:
+        form_inputs = set(self.widgets.values()) | set(self.images.values())
+        all_form = list(self.widgets.values())
+        status_outputs = [self.message, self.progress, self.start, self.stop, self.stop_save]
+        self.start.click(self._guard(self._on_start), form_inputs, status_outputs)
+        self.add_queue.click(self._guard(self._on_add_queue), form_inputs, status_outputs)
+        self.stop.click(self._guard(lambda: self._on_stop(False)), None, status_outputs, queue=False)
+        self.stop_save.click(self._guard(lambda: self._on_stop(True)), None, status_outputs, queue=False)
+        self.poll.click(self._on_poll, None, status_outputs, queue=False)
+
+        visible_outputs = [self.widgets[k] for k in F.visibility("LoRA") if k in self.widgets]
+        visible_outputs += list(self.groups.values())
+        self.widgets["mode"].change(self._on_mode, [self.widgets["mode"]], visible_outputs, queue=False)
+
+        fill_outputs = [self.message, *all_form, *self.groups.values()]
+        self.preset_load.click(self._guard(self._on_preset_load), [self.preset], fill_outputs)
+        self.json_load.click(self._guard(self._on_json_load), [self.json_name], fill_outputs)
+        self.preset_save.click(self._guard(self._on_preset_save), form_inputs, [self.message, self.preset])
+        self.preset_refresh.click(self._guard(self._on_preset_refresh), None, [self.message, self.preset])
+        self.model_refresh.click(self._guard(self._on_model_refresh), None, [self.message, self.widgets["model"]])
+        self.vae_refresh.click(self._guard(self._on_vae_refresh), None, [self.message, self.widgets["vae"]])
+        first = {self.widgets[F.field(1, s.name)] for s in F.SECOND_PASS}
+        second = [self.widgets[F.field(2, s.name)] for s in F.SECOND_PASS]
+        self.copy_first.click(self._guard(self._on_copy), first, [self.message, *second])
+
+    def _guard(self, handler):
+        """The one boundary for user errors: a one-line message in the Message box, nothing else changes."""
+
+        def run(*args):
+            try:
+                return handler(*args)
+            except UserError as err:
+                self.notice = f"Error: {err}"
+                return {self.message: self._text()}
+
+        return run
+
+    # -- handlers ----------------------------------------------------------------------------------------------------
+    def _text(self, status: RunStatus | None = None) -> str:
+        text = describe(status or self.service.status())
+        return f"{self.notice}\n{text}" if self.notice else text
+
+    def _status_updates(self) -> dict:
+        status = self.service.status()
+        busy = status.busy
+        return {self.message: self._text(status), self.progress: progress_html(status),
+                self.start: gr.update(interactive=not busy), self.stop: gr.update(interactive=busy),
+                self.stop_save: gr.update(interactive=busy)}
+
+    def _form(self, values: dict) -> dict:
+        by_component = {component: key for key, component in self.widgets.items()}
+        return {by_component[c]: v for c, v in values.items() if c in by_component}
+
+    def _job(self, values: dict):
+        required = packages.missing(packages.REQUIRED)
+        if required:
+            raise UserError(f"cannot train: {', '.join(required)} is not installed (see install.py)")
+        form = self._form(values)
+        job = F.job_from_form(form)  # validates before any image is written
+        images = {}
+        if form["mode"] in ("Difference", "ADDifT"):
+            stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+            folder = self.folders.json / "images" / stamp[:8]
+            name = job.settings.save_lora_name or "untitled"
+            images = {key: _save_image(values.get(self.images[key]), folder, f"{name}-{stamp}-{key.split()[0]}")
+                      for key in IMAGE_KEYS}
+            missing = [key for key, path in images.items() if not path]
+            if missing:
+                raise UserError(f"{form['mode']} needs both images: upload the {' and the '.join(missing)}")
+            job = F.job_from_form(form, images)
+        return job
+
+    def _on_start(self, values: dict) -> dict:
+        job = self._job(values)
+        self.notice = self.service.start(job) + self._memory_note(job)
+        return self._status_updates()
+
+    def _memory_note(self, job) -> str:
+        """The engine's estimate of the memory the run needs (safetensors checkpoints: header only, no tensor read)."""
+        from ..engine.memory import estimate, parameter_counts
+
+        try:
+            path = self.host.resolve(job.model)
+            if not path:
+                from ..demo_assets import ensure_demo_model
+
+                path = str(ensure_demo_model())
+            if not path.endswith(".safetensors"):
+                return ""
+            total = estimate(parameter_counts(path), job.settings, str(self.host.device))["total_gib"]
+        except (UserError, OSError, ValueError, KeyError) as err:  # the job itself will report a bad file
+            log.info("no memory estimate: %s", err)
+            return ""
+        where = "GPU memory" if torch_device_type(self.host.device) == "cuda" else "memory"
+        return f" It needs about {total:.1f} GiB of {where} (estimate)."
+
+    def _on_add_queue(self, values: dict) -> dict:
+        self.notice = self.service.enqueue(self._job(values))
+        return self._status_updates()
+
+    def _on_stop(self, save: bool) -> dict:
+        self.notice = self.service.stop(save)
+        return self._status_updates()
+
+    def _on_poll(self) -> dict:
+        return self._status_updates()
+
+    def _on_mode(self, mode: str) -> list:
+        shown = F.visibility(mode)
+        return [gr.update(visible=shown[k]) for k in shown if k in self.widgets] + \
+               [gr.update(visible=shown[k]) for k in self.groups]
+
+    def _fill(self, data: dict, source: str) -> dict:
+        form = F.form_from_json(data)
+        shown = F.visibility(form["mode"])
+        updates = {}
+        for key, component in self.widgets.items():
+            if key in shown:
+                updates[component] = gr.update(value=form[key], visible=shown[key])
+            elif key in form:
+                updates[component] = gr.update(value=form[key])
+        if not form["model"]:  # upstream presets leave it empty: keep the dropdown's default model
+            updates[self.widgets["model"]] = gr.update(value=self.host.default_model())
+        updates.update({group: gr.update(visible=shown[key]) for key, group in self.groups.items()})
+        unknown = sorted(k for k in data if k not in BY_NAME and k not in JOB_KEYS)
+        self.notice = f"Loaded {source}." + (f" Ignored unknown settings: {', '.join(unknown)}" if unknown else "")
+        updates[self.message] = self._text()
+        return updates
+
+    def _on_preset_load(self, name: str) -> dict:
+        return self._fill(presets.load_preset(name, self.folders.presets), f"preset {name}")
+
+    def _on_json_load(self, name: str) -> dict:
+        path = presets.find_json(name, self.folders.json)
+        return self._fill(presets.read_json(path), str(path))
+
+    def _on_preset_save(self, values: dict) -> dict:
+        job = self._job(values)
+        name = job.settings.save_lora_name
+        path = presets.save_preset(name, F.json_from_form(self._form(values)), job.settings.save_overwrite,
+                                   self.folders.presets)
+        self.notice = f"Saved preset {path}"
+        return {self.message: self._text(),
+                self.preset: gr.update(choices=presets.preset_names(self.folders.presets), value=path.stem)}
+
+    def _on_preset_refresh(self) -> dict:
+        return {self.preset: gr.update(choices=presets.preset_names(self.folders.presets))}
+
+    def _on_model_refresh(self) -> dict:
+        models = getattr(self.host, "refresh_models", self.host.models)()
+        return {self.widgets["model"]: gr.update(choices=models)}
+
+    def _on_vae_refresh(self) -> dict:
+        vaes = getattr(self.host, "refresh_vaes", self.host.vaes)()
+        return {self.widgets["vae"]: gr.update(choices=vaes)}
+
+    def _on_copy(self, values: dict) -> dict:
+        copied = F.copy_first_pass(self._form(values))
+        return {self.widgets[key]: value for key, value in copied.items()}
+
+    def _queue_rows(self) -> list[list[str]]:
+        return [queue_row(job) for job in self.service.queue.jobs()] or [[""] * len(QUEUE_HEADERS)]
+
+    def _on_queue_reload(self) -> dict:
+        return {self.queue_table: self._queue_rows(), self.message: self._text()}
+
+    def _on_queue_delete(self, name: str) -> dict:
+        self.notice = self.service.delete(name)
+        return {self.queue_table: self._queue_rows(), self.message: self._text()}
+
+    def _on_plot(self, name: str) -> dict:
+        status = self.service.status()
+        if not str(name or "").strip() and status.history:
+            series, title = plot.series_from_history(status.history), f"Training Result: {status.name}"
+        else:
+            path = plot.find_log(name, self.folders.logs)
+            series, title = plot.series_from_log(path), f"Training Result: {path.stem}"
+        return {self.plot: plot.loss_figure(series, title), self.message: self._text()}
+
+
+def torch_device_type(device) -> str:
+    return getattr(device, "type", str(device).split(":")[0])
+
+
+def _tool_button(value: str, elem_id: str):
+    """The standalone app's version of the webui's ToolButton: a small emoji button (sized by style.css)."""
+    return gr.Button(value=value, elem_id=elem_id, elem_classes=["tool", "tt-tool"])
+
+
+def _options(count, angle, scale, change_angle, change_scale, fix_side):
+    from ..imagetools.augment import AugmentOptions
+
+    return AugmentOptions(count=int(count), max_angle=float(angle), min_scale=float(scale),
+                          change_angle=bool(change_angle), change_scale=bool(change_scale), fix_side=fix_side)
+
+
+def _augment_directory(directory, *options) -> str:
+    from ..imagetools.augment import augment_directory, summary
+
+    _, written = augment_directory(str(directory or "").strip(), _options(*options), random.Random())
+    return summary(written)
+
+
+def _augment_file(image, name, directory, *options) -> str:
+    from ..imagetools.augment import augment_file, summary
+
+    return summary(augment_file(image, str(name or "").strip(), str(directory or "").strip(), _options(*options),
+                                random.Random()))
+
+
+def _guard_one(handler):
+    def run(*args):
+        try:
+            return handler(*args)
+        except UserError as err:
+            return f"Error: {err}"
+
+    return run
+
+
+def build_tab(service: TrainingService, host, folders: Folders = Folders(), tool_button=None) -> gr.Blocks:
+    return TrainTrainTab(service, host, folders, tool_button).build()
