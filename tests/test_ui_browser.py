@@ -230,3 +230,53 @@ def test_mode_switch_shows_the_right_groups(browser, app):
         assert textbox(page, "tt_1_diff_target_name").is_visible() == (mode == "Multi-ADDifT"), mode
         shot(page, f"10-mode-{mode}")
     page.close()
+
+
+@pytest.fixture(scope="module")
+def webui_page(tmp_path_factory, workspace):
+    """The tab rendered inside the fake webui's page (tests/fake_webui), served with the webui's queue on."""
+    _, models, _ = workspace
+    root = tmp_path_factory.mktemp("webui-page")
+    port = free_port()
+    log = open(root / "webui.log", "w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FAKE_WEBUI_ROOT": str(root), "FAKE_WEBUI_CKPT_DIR": str(models),
+           "FAKE_WEBUI_LORA_DIR": str(root / "Lora"), "FAKE_WEBUI_SERVE": str(port)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_webui" / "run_extension.py")], cwd=root,
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while True:
+        assert process.poll() is None, (root / "webui.log").read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert time.time() < deadline, "the fake webui did not start"
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/", root / "Lora"
+    stop_server(process)
+
+
+def test_the_tab_inside_the_webui_page(browser, webui_page, workspace):
+    """Rendered as a webui tab, with the webui's queue on: presets fill both passes, and a run shows live progress
+    (traintrain.js polling) and lands in the webui's LoRA folder."""
+    url, lora_dir = webui_page
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    page.locator("#tabs button", has_text="TrainTrain").first.click()
+    page.wait_for_selector("#tab_traintrain #tt_message textarea", timeout=60_000)
+    choose(page, "tt_preset", "Difference_Use2ndPass")
+    click(page, "tt_preset_load")
+    wait_message(page, "Loaded preset Difference_Use2ndPass")
+    assert page.locator("#tt_2nd_pass").first.is_visible() and page.locator("#tt_images_group").first.is_visible()
+    page.locator("#tt_2nd_pass").first.click()  # open the accordion
+    assert textbox(page, "tt_2_train_learning_rate").input_value() == "1e-4"
+    assert textbox(page, "tt_1_train_learning_rate").input_value() == "5e-4"
+    shot(page, "20-webui-difference-preset")
+
+    configure_lora_run(page, workspace[2], "webui_tab", 12)
+    click(page, "tt_start")
+    wait_message(page, "step ")  # only the poll brings this
+    wait_message(page, "Successfully created", timeout=300)
+    assert (lora_dir / "webui_tab.safetensors").is_file()
+    shot(page, "21-webui-trained")
+    page.close()

@@ -1,7 +1,8 @@
 """Driver for tests/test_webui_extension.py: start the fake webui, load the extension, report as JSON.
 
 Environment: FAKE_WEBUI_BLOCK=pkg1,pkg2 makes those imports fail (a package the webui venv lacks);
-FAKE_WEBUI_TRAIN=<settings JSON file> then runs that job through the tab's service and waits for it.
+FAKE_WEBUI_TRAIN=<settings JSON file> then runs that job through the tab's service and waits for it;
+FAKE_WEBUI_SERVE=<port> then serves the page on 127.0.0.1 (blocking).
 """
 
 import json
@@ -52,4 +53,11 @@ if os.environ.get("FAKE_WEBUI_TRAIN"):
                        "step": status.step, "jobs_begun": shared.state.begun,
                        "lock_free": not sys.modules["modules.call_queue"].queue_lock.locked()}
 
-print("REPORT " + json.dumps(report))
+print("REPORT " + json.dumps(report), flush=True)
+
+if os.environ.get("FAKE_WEBUI_SERVE"):  # serve the page as the webui does: queue on, extension JS/CSS in <head>
+    standalone = sys.modules.get("traintrain_trainer.ui.standalone") or __import__(
+        "importlib").import_module("traintrain_trainer.ui.standalone")
+    standalone.inject_into_pages(standalone.head_html())
+    demo.queue(64)
+    demo.launch(server_name="127.0.0.1", server_port=int(os.environ["FAKE_WEBUI_SERVE"]), prevent_thread_lock=False)
