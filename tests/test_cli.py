@@ -47,3 +47,21 @@ def test_info_without_model_uses_the_demo_and_says_so():
     proc = run("info")
     assert proc.returncode == 0, proc.stderr
     assert "bundled demo model" in proc.stdout and "SD1.x" in proc.stdout
+
+
+def test_ui_refuses_a_busy_port_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("ui", "--port", str(port), "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot serve on 127.0.0.1:{port}")
+    assert "Traceback" not in result.stderr
+
+
+def test_ui_refuses_a_missing_models_dir(tmp_path):
+    result = run("ui", "--models-dir", str(tmp_path / "nope"))
+    assert result.returncode == 2 and "--models-dir" in result.stderr and "Traceback" not in result.stderr

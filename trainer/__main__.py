@@ -101,11 +101,14 @@ def cmd_train(args) -> int:
 def cmd_ui(args) -> int:
     from .ui.standalone import serve
 
-    for flag, folder in (("--models-dir", args.models_dir),):
-        if folder and not Path(folder).is_dir():
-            raise UserError(f"{flag} {folder}: not a folder")
+    if args.models_dir and not Path(args.models_dir).is_dir():
+        raise UserError(f"--models-dir {args.models_dir}: not a folder")
     print(f"TrainTrain on http://127.0.0.1:{args.port}  (Ctrl-C to quit)")
-    serve(args.models_dir, args.output_dir, args.data_dir, args.port)
+    try:
+        serve(args.models_dir, args.output_dir, args.data_dir, args.port)
+    except OSError as err:  # Gradio: "Cannot find empty port in range …"
+        raise UserError(f"cannot serve on 127.0.0.1:{args.port} ({str(err).splitlines()[0][:80]}); "
+                        f"choose another --port") from None
     return 0
 
 
