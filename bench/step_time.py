@@ -19,7 +19,8 @@ import torch
 
 from bench.reference import ReferenceLoop
 from trainer.data.batches import BucketBatches
-from trainer.engine.loop import TrainContext, enable_gradient_checkpointing, train_step
+from trainer.engine.loop import enable_gradient_checkpointing, train_step
+from trainer.engine.types import TrainContext
 from trainer.engine.optim import build_optimizer, build_scheduler
 from trainer.modes import common
 from trainer.modes.ileco import ILECOMode
@@ -86,7 +87,7 @@ def main():
     ctx = context(c, s)
     mode = LoRAMode(Job("LoRA", s))
     mode.buckets = [Bucket((args.res, args.res), latents, ["a photo"] * args.batch, hidden,
-                           pooled, list(range(args.batch)))]
+                           pooled, None, list(range(args.batch)))]
     mode.batches = BucketBatches([args.batch], args.batch, random.Random(0))
     ctx.network = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=tuple(unet_blocks)))
     optimizer = build_optimizer("AdamW", ctx.network.param_groups(1e-4), ctx.network, 1e-4, {})

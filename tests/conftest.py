@@ -97,3 +97,15 @@ def lora_job(demo_models, sample_images, tmp_path):
         return job, StandaloneHost(lora_dir=tmp_path / "out")
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-exact comparisons between runs: with several threads, CPU kernels may split their sums differently from
+    run to run (measured here: the same run twice differed by 1 ulp in the second step's loss)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from trainer.models.components import load_components
 from trainer.models.demo import components_to_ldm, random_components, write_checkpoint
 from trainer.models.family import FAMILIES
+from support import fp32_reorder_tolerance
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -28,6 +29,18 @@ def _unet_inputs(unet, generator):
             "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2),
         }
     return sample, timesteps, context, added
+
+
+def assert_same_forward(model, ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=fp32_reorder_tolerance(model, ours))
+
+
+def assert_same_weights(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
+    """Bit for bit: the converted tensors themselves, with no arithmetic in between."""
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert set(a) == set(b), sorted(set(a) ^ set(b))[:10]
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:10]
 
 
 def _diffusers_config_dir(tmp_path, name, config):
@@ -57,6 +70,8 @@ def test_components_match_diffusers_converter(family, demo_models, tmp_path):
         torch_dtype=torch.float32,
     )
     checkpoint = load_file(str(path))
+    assert_same_weights(ours.unet, theirs_unet)
+    assert_same_weights(ours.vae, theirs_vae)
 
     g = torch.Generator().manual_seed(0)
     sample, t, context, added = _unet_inputs(ours.unet, g)
@@ -65,7 +80,7 @@ def test_components_match_diffusers_converter(family, demo_models, tmp_path):
         b = theirs_unet(sample, t, context, added_cond_kwargs=added).sample
     assert a.shape == sample.shape
     assert torch.isfinite(a).all()
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert_same_forward(ours.unet, a, b)
 
     image = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
     with torch.no_grad():
@@ -73,7 +88,7 @@ def test_components_match_diffusers_converter(family, demo_models, tmp_path):
         zb = theirs_vae.encode(image).latent_dist.mean
         xa = ours.vae.decode(za).sample
     assert za.shape == (1, 4, 8, 8) and xa.shape == image.shape
-    torch.testing.assert_close(za, zb, rtol=0, atol=1e-6)
+    assert_same_forward(ours.vae.encoder, za, zb)
 
     for i, (te, tok) in enumerate(zip(ours.text_encoders, ours.tokenizers)):
         cls = CLIPTextModelWithProjection if ours.family.text_encoders[i].with_projection else CLIPTextModel
@@ -84,13 +99,14 @@ def test_components_match_diffusers_converter(family, demo_models, tmp_path):
         )
         ids = tok(["a photo of a cat", ""], padding="max_length", max_length=77, truncation=True,
                   return_tensors="pt").input_ids
+        assert_same_weights(te, theirs)
         with torch.no_grad():
             oa = te(ids, output_hidden_states=True)
             ob = theirs(ids, output_hidden_states=True)
-        torch.testing.assert_close(oa.hidden_states[-2], ob.hidden_states[-2], rtol=0, atol=1e-6)
-        torch.testing.assert_close(oa.last_hidden_state, ob.last_hidden_state, rtol=0, atol=1e-6)
+        assert_same_forward(te, oa.hidden_states[-2], ob.hidden_states[-2])
+        assert_same_forward(te, oa.last_hidden_state, ob.last_hidden_state)
         if hasattr(oa, "text_embeds"):
-            torch.testing.assert_close(oa.text_embeds, ob.text_embeds, rtol=0, atol=1e-6)
+            assert_same_forward(te, oa.text_embeds, ob.text_embeds)
         assert oa.last_hidden_state.shape == (2, 77, te.config.hidden_size)
 
 

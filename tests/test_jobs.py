@@ -9,9 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from trainer.engine.control import Event, Status
 from trainer.errors import UserError
 from trainer.jobs import plot
 from trainer.jobs.queue import QUEUE_HEADERS, JobQueue, queue_row
+from trainer.host.standalone import StandaloneHost
 from trainer.jobs.service import TrainingService, describe
 from trainer.settings import Job, validate
 
@@ -21,7 +23,8 @@ def job(name: str, mode: str = "LoRA", **raw) -> Job:
 
 
 class FakeRunner:
-    """Stands in for runner.run_job: records the order, emits steps, honours stop; `gate` holds a job open."""
+    """Stands in for runner.run_job: records the order and emits steps; `gate` holds a job open. It does not stop
+    (the stop test runs the real runner, so the stop path it checks is the one users get)."""
 
     def __init__(self, steps=3):
         self.ran = []
@@ -35,17 +38,14 @@ class FakeRunner:
         self.started.set()
         for step in range(1, self.steps + 1):
             self.gate.wait(10)
-            control.emit("step", step=step, total=self.steps, loss=1.0 / step, loss_ema=1.0 / step, lrs=[1e-4],
+            control.emit(Event.STEP, step=step, total=self.steps, loss=1.0 / step, loss_ema=1.0 / step, lrs=[1e-4],
                          elapsed=step, eta=self.steps - step)
-            if control.stop_requested:
-                return SimpleNamespace(status="stopped_saved" if control.save_on_stop else "stopped", path=None,
-                                       message=f"Stopped at step {step}")
-        return SimpleNamespace(status="finished", path=Path(f"/out/{job.settings.save_lora_name}.safetensors"),
+        return SimpleNamespace(status=Status.FINISHED, path=Path(f"/out/{job.settings.save_lora_name}.safetensors"),
                                message=f"Successfully created /out/{job.settings.save_lora_name}.safetensors")
 
 
 def service(tmp_path, runner, resume=True) -> TrainingService:
-    return TrainingService(SimpleNamespace(), queue_file=tmp_path / "queue.json", logs_dir=tmp_path / "logs",
+    return TrainingService(StandaloneHost(lora_dir=tmp_path / "out"), queue_file=tmp_path / "queue.json", logs_dir=tmp_path / "logs",
                            json_dir=tmp_path, resume_queue=resume, run_job=runner)
 
 
@@ -113,17 +113,38 @@ def test_service_runs_started_job_then_queue_fifo(tmp_path):
     assert status.state == "finished" and "third.safetensors" in status.message and status.queued == 0
 
 
-def test_service_stop_answers_at_the_next_step_and_moves_on(tmp_path):
-    runner = FakeRunner(steps=50)
-    runner.gate.clear()
-    svc = service(tmp_path, runner)
-    svc.start(job("long"))
-    svc.enqueue(job("next"))
-    assert runner.started.wait(5)
-    assert "and saving" in svc.stop(save=True)
-    runner.gate.set()
-    assert svc.wait(10)
-    assert runner.ran == ["long", "next"]
+@pytest.mark.parametrize("save", [True, False])
+def test_service_stop_answers_after_the_running_step_and_moves_on(lora_job, tmp_path, save):
+    """Stop pressed during step 2 of a real run: service.stop → the job's JobControl → the engine stops there."""
+    from trainer.runner import run_job
+
+    results, stopped = [], []
+
+    def runner(job_, host, control, *rest):
+        original = control.on_event
+
+        def on_event(event):  # the button, pressed while the worker reports step 2
+            original(event)
+            if event["kind"] == Event.STEP and event["step"] == 2 and job_.settings.save_lora_name == "long":
+                stopped.append(svc.stop(save=save))
+
+        control.on_event = on_event
+        results.append(run_job(job_, host, control, *rest))
+        return results[-1]
+
+    long_job, host = lora_job(save_lora_name="long", train_iterations="50")
+    next_job, _ = lora_job(save_lora_name="next", train_iterations="2")
+    svc = TrainingService(host, queue_file=tmp_path / "q.json", logs_dir=tmp_path / "logs", json_dir=tmp_path,
+                          run_job=runner)
+    svc.start(long_job)
+    svc.enqueue(next_job)
+    assert svc.wait(300)
+    assert stopped == ["Stopping 'long' after this step" + (" and saving it." if save else " (not saved).")]
+    assert [r.steps for r in results] == [2, 2]
+    assert results[0].status == (Status.STOPPED_SAVED if save else Status.STOPPED)
+    assert results[1].status == Status.FINISHED and svc.status().state == "finished"
+    saved = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert saved == (["long_2steps.safetensors"] if save else []) + ["next.safetensors"]
 
 
 def test_service_resumes_the_persisted_queue_after_a_restart(tmp_path):

@@ -14,11 +14,12 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from trainer.engine.control import JobControl
-from trainer.engine.loop import report_path
 from trainer.errors import UserError
 from trainer.modes.addift import addift_timestep
 from trainer.networks.io import inspect_lora, read_lora
+from trainer.reports import report_path
 from trainer.runner import run_job
+from support import spy
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 CLEAN = {"a1111": [], "comfyui": [], "a1111_ineffective": []}
@@ -48,7 +49,7 @@ def mode_job(demo_models, tmp_path):
 
     def make(preset, family="sd1", **overrides):
         data = _json.loads((Path(__file__).parent.parent / "presets" / f"{preset}.json").read_text(encoding="utf-8"))
-        base = {"save_lora_name": "m", "train_seed": "0", "image_size(height, width)": "64"}
+        base = {"save_lora_name": "m", "train_seed": "0", "image_size(height, width)": "64", "save_as_json": "false"}
         base.update(overrides)
         data = apply_overrides(data, [f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in base.items()])
         data["model"] = str(demo_models[family])
@@ -72,7 +73,7 @@ def test_ileco_erase_with_the_preset(mode_job):
     tensors, metadata = read_lora(result.path)
     te_up = [v for k, v in tensors.items() if k.startswith("lora_te_") and k.endswith("lora_up.weight")]
     assert te_up and all(v.abs().sum() > 0 for v in te_up), "BASE: the text-encoder LoRA trains (no all-zero modules)"
-    assert json.loads(metadata["traintrain.quality"])["E"] == pytest.approx(erase)
+    assert json.loads(metadata["traintrain.quality"])["E"] == erase  # the same float; JSON round-trips it exactly
     assert "quality (held-out" in result.message
 
 
@@ -184,6 +185,156 @@ def test_addift_options_run(mode_job, pair):
     assert result.status == "finished" and len(result.losses) == 4
     tensors = load_file(str(result.path))
     assert any(k.startswith("lora_te_") for k in tensors)  # a trigger word keeps BASE (as upstream)
+
+
+# -- ADDifT: what diff_use_diff_mask and diff_alt_ratio do --------------------------------------------------------
+def loss_inputs(monkeypatch):
+    """Filled as the run goes: (pred, target, kind, mask) of every per-sample loss the engine takes."""
+    import trainer.engine.loss
+
+    return spy(monkeypatch, trainer.engine.loss, "per_sample_loss")
+
+
+def args_of(calls):
+    return [args for args, _, _ in calls]
+
+
+def changed_pair(folder, region, background=(30, 60, 160), shift=None):
+    """o.png, and t.png = o.png with `region` ("left" or "top" half) painted red — or, with `shift`, every pixel
+    brightened by `shift` per channel instead."""
+    folder.mkdir(parents=True, exist_ok=True)
+    original = Image.new("RGB", (64, 64), background)
+    ImageDraw.Draw(original).ellipse([20, 20, 44, 44], fill=(90, 90, 90))
+    target = original.copy()
+    if shift is not None:
+        target = Image.eval(target, lambda v: min(v + shift, 255))
+    else:
+        box = {"left": [0, 0, 31, 63], "top": [0, 0, 63, 31]}[region]
+        ImageDraw.Draw(target).rectangle(box, fill=(200, 40, 40))
+    original.save(folder / "o.png")
+    target.save(folder / "t.png")
+    return str(folder / "o.png"), str(folder / "t.png")
+
+
+def latent_half_mask(region):
+    """The 8×8 latent mask of a 64-px pair changed in one half: 1 over the changed half's latent cells."""
+    mask = torch.zeros(1, 1, 8, 8)
+    if region == "left":
+        mask[..., :4] = 1
+    else:
+        mask[..., :4, :] = 1
+    return mask
+
+
+# fp32 mean over n elements (a square each, then a sum): ≤ (n + 2)·u relative to the float64 value.
+def masked_mean_tolerance(n: int) -> float:
+    return (n + 2) * 2.0 ** -24
+
+
+def _masked_mse(pred, target, mask):
+    element = (pred.double() - target.double()) ** 2
+    mask = mask.double().expand_as(element)
+    return ((element * mask).sum() / mask.sum()).item(), element.mean().item()
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_addift_diff_mask_limits_the_loss_to_the_changed_half(mode_job, tmp_path, monkeypatch, use_mask):
+    """A pair that differs only in its left half: with diff_use_diff_mask the loss (and so the gradient) is the
+    mean over the left half's latent cells only; without it, over the whole latent."""
+    original, target = changed_pair(tmp_path / "half", "left")
+    inputs = loss_inputs(monkeypatch)
+    job, host = mode_job("ADDifT_Action_SD1.5", original_image=original, target_image=target, train_iterations="2",
+                         train_snr_gamma="0", diff_use_diff_mask=str(use_mask).lower())
+    result = run_job(job, host)
+    assert len(args_of(inputs)) == 2
+    for loss, (pred, ref, kind, mask) in zip(result.losses, args_of(inputs)):
+        assert kind == "MSE"
+        masked, whole = _masked_mse(pred, ref, latent_half_mask("left"))
+        tolerance = masked_mean_tolerance(pred.numel())
+        if use_mask:
+            assert mask is not None and torch.equal(mask.expand(1, 1, 8, 8).cpu(), latent_half_mask("left"))
+            assert loss == pytest.approx(masked, rel=tolerance)
+        else:
+            assert mask is None
+            assert loss == pytest.approx(whole, rel=tolerance)
+        assert abs(masked - whole) > 100 * tolerance * whole  # the two are far apart: the check means something
+
+
+def test_addift_diff_mask_of_an_unchanged_pair_trains_nothing(mode_job, tmp_path, monkeypatch):
+    """Brightened by 3 per channel (9 < the threshold of 10), no pixel counts as changed: the mask is empty, so
+    although the latents differ the loss is 0 at every step and the LoRA's up weights stay exactly zero."""
+    original, target = changed_pair(tmp_path / "faint", None, shift=3)
+    inputs = loss_inputs(monkeypatch)
+    job, host = mode_job("ADDifT_Action_SD1.5", original_image=original, target_image=target, train_iterations="2",
+                         diff_use_diff_mask="true", train_optimizer="AdamW")  # zero gradients: zero updates
+    result = run_job(job, host)
+    assert result.losses == [0.0, 0.0]
+    for pred, ref, _, mask in args_of(inputs):
+        assert not torch.equal(pred, ref)  # unmasked, this step would train
+        assert mask is not None and not mask.any()
+    up = [v for k, v in load_file(str(result.path)).items() if k.endswith("lora_up.weight")]
+    assert up and all(not v.any() for v in up)
+
+
+def test_multi_addift_diff_mask_per_pair(mode_job, tmp_path, monkeypatch):
+    """Multi-ADDifT: each pair's own mask (left half for one, top half for the other) reaches the loss."""
+    folder = tmp_path / "pairs"
+    for name, region in (("a", "left"), ("b", "top")):
+        original, target = changed_pair(tmp_path / name, region)
+        folder.mkdir(exist_ok=True)
+        Image.open(original).save(folder / f"{name}.png")
+        Image.open(target).save(folder / f"{name}_after.png")
+    inputs = loss_inputs(monkeypatch)
+    job, host = mode_job("ADDifT_Action_SD1.5", mode="Multi-ADDifT", lora_data_directory=str(folder),
+                         diff_target_name="_after", train_iterations="2", image_min_length="64",
+                         image_buckets_step="64", train_snr_gamma="0", diff_use_diff_mask="true")
+    result = run_job(job, host)
+    seen = []
+    for loss, (pred, ref, _, mask) in zip(result.losses, args_of(inputs)):
+        assert mask is not None
+        region = next(r for r in ("left", "top") if torch.equal(mask.cpu(), latent_half_mask(r)))
+        seen.append(region)
+        masked, _ = _masked_mse(pred, ref, latent_half_mask(region))
+        assert loss == pytest.approx(masked, rel=masked_mean_tolerance(pred.numel()))
+    assert sorted(seen) == ["left", "top"]  # one epoch of batch 1 over the two pairs
+
+
+def _alt_run(mode_job, monkeypatch, pair_images, ratio):
+    monkeypatch.undo()
+    inputs = loss_inputs(monkeypatch)
+    job, host = mode_job("ADDifT_Action_SD1.5", original_image=pair_images[0], target_image=pair_images[1],
+                         train_iterations="2", diff_alt_ratio=ratio, save_lora_name=f"alt{ratio}",
+                         save_overwrite="true")
+    result = run_job(job, host)
+    return result.losses, [args[1] for args in args_of(inputs)]  # losses, the frozen model's reference per step
+
+
+def test_addift_negative_alt_ratio_trains_a_null_step_on_pure_noise(mode_job, tmp_path, monkeypatch):
+    """diff_alt_ratio < 0: odd steps put pure noise on both sides, and train the LoRA at −0.25·|ratio| to give
+    the frozen model's prediction there. Predicted consequences, step 1 (the first odd step):
+    - its reference (the frozen model on the noised pure noise) does not depend on the pair at all;
+    - its loss is only the LoRA's own effect after one update: tiny against step 0's, whereas with ratio +1
+      step 1 is the mirrored pair, as large as step 0;
+    - the LoRA after step 0 is the same for ratios −1 and −2, and its effect is linear in the multiplier, so the
+      MSE at −0.5 is 4× the MSE at −0.25."""
+    p = changed_pair(tmp_path / "p", "left")
+    q = changed_pair(tmp_path / "q", "top", background=(160, 140, 30))  # original and target both differ from p's
+    minus1, ref_minus1 = _alt_run(mode_job, monkeypatch, p, "-1")
+    minus1_q, ref_minus1_q = _alt_run(mode_job, monkeypatch, q, "-1")
+    minus2, _ = _alt_run(mode_job, monkeypatch, p, "-2")
+    plus1, ref_plus1 = _alt_run(mode_job, monkeypatch, p, "1")
+
+    assert not torch.equal(ref_minus1[0], ref_minus1_q[0])  # step 0 sees the pair
+    assert torch.equal(ref_minus1[1], ref_minus1_q[1])  # step 1 sees pure noise only
+    assert not torch.equal(ref_plus1[1], ref_minus1[1])  # ratio +1: step 1 sees the (mirrored) pair
+
+    assert minus1[0] == plus1[0] == minus2[0]  # step 0 does not depend on the ratio
+    # measured: step 1 / step 0 = 8e-6 (ratio −1) and 0.9 (ratio +1)
+    assert minus1[1] < 1e-3 * minus1[0] and minus1_q[1] < 1e-3 * minus1_q[0]
+    assert plus1[1] > 0.3 * plus1[0]
+    # pred − ref = m·J·Δ + O(m²·Δ²) for the LoRA's delta Δ after one step of lr 1e-4: the ratio is 4·(1 + O(m·Δ)),
+    # and m·Δ is far below 1 % of the activations (measured 3.9998)
+    assert minus2[1] / minus1[1] == pytest.approx(4.0, rel=0.02)
 
 
 # -- Multi-ADDifT ----------------------------------------------------------------------------------------------------

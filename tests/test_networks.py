@@ -17,6 +17,7 @@ from trainer.networks.compat import check_keys, names_from_components
 from trainer.networks.io import inspect_lora, lora_file_name, read_lora, save_network
 from trainer.networks.metadata import build_metadata
 from trainer.networks.network import NetworkSpec, create_network, resume_network
+from support import U32, fp32_reorder_tolerance
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 TYPES = ("lierla", "c3lier", "loha")
@@ -44,6 +45,13 @@ def perturb(network, seed=0, scale=None):
     with torch.no_grad():
         for p in network.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def assert_same_forward(model, actual, expected, effect):
+    """actual ≈ expected within the summation-order tolerance, which must be far below the LoRA's `effect`."""
+    tolerance = fp32_reorder_tolerance(model, expected)
+    assert effect > 10 * tolerance, (effect, tolerance)  # teeth: a LoRA lost in loading cannot hide in it
+    torch.testing.assert_close(actual, expected, rtol=0, atol=tolerance)
 
 
 def unet_inputs(c, seed=0):
@@ -109,8 +117,9 @@ def test_multiplier_save_reload_and_base_untouched(family, network_type, compone
     try:
         assert resumed.spec.network_type == network_type
         assert len(resumed.adapters) == len(network.adapters)
-        torch.testing.assert_close(unet_out(c, inputs), with_lora, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(text_out(c), with_lora_text, rtol=1e-5, atol=1e-5)
+        assert_same_forward(c.unet, unet_out(c, inputs), with_lora, (with_lora - base).abs().max().item())
+        assert_same_forward(c.text_encoders[-1], text_out(c), with_lora_text,
+                            (with_lora_text - base_text).abs().max().item())
     finally:
         resumed.detach()
 
@@ -134,7 +143,7 @@ def test_diffusers_load_lora_weights_agrees(family, components, tmp_path):
         save_network(network, path, metadata=metadata_for(spec, c), save_precision="fp32")
     finally:
         network.detach()
-    base = unet_out(c, inputs)
+    base, base_text = unet_out(c, inputs), text_out(c)
 
     parts = dict(vae=c.vae, unet=c.unet, scheduler=DDPMScheduler())
     if family == "sdxl":
@@ -151,9 +160,10 @@ def test_diffusers_load_lora_weights_agrees(family, components, tmp_path):
     finally:
         pipe.unload_lora_weights()
     assert (ours - base).abs().max() > 1e-3  # the LoRA does something
-    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)  # fp32 file: only summation order differs
-    torch.testing.assert_close(theirs_text, ours_text, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(unet_out(c, inputs), base)
+    # fp32 file, the same weights: only the order of the sums differs
+    assert_same_forward(c.unet, theirs, ours, (ours - base).abs().max().item())
+    assert_same_forward(c.text_encoders[-1], theirs_text, ours_text, (ours_text - base_text).abs().max().item())
+    torch.testing.assert_close(unet_out(c, inputs), base, rtol=0, atol=fp32_reorder_tolerance(c.unet, base))
 
 
 def test_loha_delta_is_lycoris_weight_from_the_file(components, tmp_path):
@@ -188,8 +198,26 @@ def test_loha_delta_is_lycoris_weight_from_the_file(components, tmp_path):
                 with network.at(0.0):
                     y0 = layer(x)
                 expected = (F.conv2d(x, delta, None, layer.stride, layer.padding) if is_conv else x @ delta.T)
-            torch.testing.assert_close(y - y0, expected, rtol=1e-4, atol=1e-5)
-            assert expected.abs().max() > 1e-4
+            # Tolerance from the arithmetic (worst-case fp32 dot products): every output of y, y0 and `expected`
+            # is a sum whose terms each pass through ≤ n = K + rank² + 8 roundings (K = in_features or in_ch·kh·kw;
+            # rank² for ΔW's inner sums, Tucker's included; a few for scale, bias, the final additions), so each is
+            # off by ≤ γ_n·Σ|terms|, γ_n = n·u/(1 − n·u), whatever order the kernels sum in; Σ|terms| ≤ the layer
+            # applied to |x| with |W| + |ΔW|abs (ΔW rebuilt from |factors|) and |b|. Three such errors and the
+            # subtraction's rounding: ≤ 4·γ_n·Σ|terms|.
+            abs_delta = diff_weight(*(t[k].abs() if t.get(k) is not None else None for k in (
+                "hada_w1_b", "hada_w1_a", "hada_w2_b", "hada_w2_a", "hada_t1", "hada_t2")),
+                gamma=float(t["alpha"]) / rank).reshape(layer.weight.shape)
+            n = layer.weight[0].numel() + rank ** 2 + 8
+            gamma_n = n * U32 / (1 - n * U32)
+            with torch.no_grad():
+                bias = None if layer.bias is None else layer.bias.abs()
+                weight = layer.weight.abs() + abs_delta
+                terms = (F.conv2d(x.abs(), weight, bias, layer.stride, layer.padding) if is_conv
+                         else F.linear(x.abs(), weight, bias))
+            tolerance = 4 * gamma_n * terms
+            error = (y - y0 - expected).abs()
+            assert (error <= tolerance).all(), (name, (error - tolerance).max().item())
+            assert (expected.abs() > tolerance).float().mean() > 0.5, name  # teeth: ΔW moves most outputs more
             checked.add(kind)
         assert checked == {"linear", "conv1x1", "conv3x3"}
     finally:
@@ -378,7 +406,7 @@ def test_inspect_reports_a_renamed_key(family, components, demo_models, tmp_path
 
 
 def test_open_clip_qkv_without_out_proj_is_ineffective(components, tmp_path):
-    """The webui applies q/k/v to an OpenCLIP attention only when out_proj comes too (webui-api A9.7b)."""
+    """The webui applies q/k/v to an OpenCLIP attention only when out_proj comes too (the webui's Lora extension rule, reproduced in networks/compat.py)."""
     c = components("sd2")
     network = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=("BASE",)))
     try:
@@ -430,3 +458,79 @@ def test_inspect_cli_against_the_released_architecture(family, components, tmp_p
     assert report["checked_against"].startswith("the released")
     assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
     assert report["network_type"] == "loha" and report["metadata"]["ss_network_module"] == "lycoris.kohya"
+
+
+FP32_UNIT_ROUNDOFF = 2.0**-24  # u: one rounding of an fp32 operation is off by at most u·|result|
+
+
+def _apply_layer(layer, x, weight, bias):
+    """What the base Linear / Conv2d computes, with a given weight: the merged layer."""
+    if isinstance(layer, torch.nn.Conv2d):
+        assert layer.padding_mode == "zeros" and layer.groups == 1
+        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation)
+    return F.linear(x, weight, bias)
+
+
+def _abs_delta_weight(adapter) -> torch.Tensor:
+    """ΔW rebuilt from the absolute values of every factor: ΔW is sums of products of the factors with positive
+    coefficients (scale, Tucker sums), so this bounds |every term| that any evaluation order of ΔW (or of ΔW·x,
+    as the unmerged forward does) adds up."""
+    params = list(adapter.parameters())
+    saved = [p.detach().clone() for p in params]
+    try:
+        for p in params:
+            p.abs_()
+        return adapter.delta_weight()
+    finally:
+        for p, s in zip(params, saved):
+            p.copy_(s)
+
+
+# (LoHa's delta_weight once applied alpha/rank twice, through lycoris' get_diff_weight: this test found it.)
+@pytest.mark.parametrize("network_type", ["lierla", "c3lier", "loha"])
+def test_merged_delta_weight_gives_the_unmerged_output(network_type, components):
+    """Merging `delta_weight()` × multiplier into a copy of the base weight gives, as a plain layer, the output of
+    the attached (unmerged) adapter — for every adapter of the SD1 demo model: Linear, 1×1 conv, k×k conv (c3lier's
+    and LoHa's, Tucker cores included) and the text encoder's."""
+    c = components("sd1")
+    spec = NetworkSpec(network_type=network_type, rank=4, alpha=2, conv_rank=2, conv_alpha=1)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    m = 0.75  # not 1: ΔW must scale with the multiplier the forward uses
+    g = torch.Generator().manual_seed(5)
+    kinds = set()
+    try:
+        perturb(network, seed=5)
+        with torch.no_grad():
+            for adapter in network.adapters:
+                layer = adapter.base
+                is_conv = isinstance(layer, torch.nn.Conv2d)
+                kinds.add(("conv1x1" if layer.kernel_size == (1, 1) else "convkxk") if is_conv else "linear")
+                shape = (2, layer.in_channels, 8, 8) if is_conv else (2, 3, layer.in_features)
+                x = torch.randn(shape, generator=g)
+                with network.at(m):
+                    unmerged = layer(x)
+                with network.at(0.0):
+                    base = layer(x)
+                delta = adapter.delta_weight()
+                assert delta.shape == layer.weight.shape, adapter.lora_name
+                merged = _apply_layer(layer, x, layer.weight.clone() + m * delta, layer.bias)
+                # Tolerance from fp32 arithmetic, not from one quiet run. Each output of either side is a sum of
+                # products in which every term passes through at most n = K + rank² + 8 roundings (K = the layer's
+                # reduction length, in_features or in_ch·kh·kw; rank² for ΔW's inner sums, Tucker's double sum
+                # included; a few for scale, multiplier, bias and the final additions). Each rounding is off by at
+                # most a factor (1 ± u), so whatever summation order the kernels pick, a side differs from the exact
+                # value by at most γ_n·((|W| + m·|ΔW|_abs)·|x| + |b|), γ_n = n·u / (1 − n·u): the standard
+                # worst-case bound for a floating-point dot product. The two sides differ by at most twice that.
+                n = layer.weight[0].numel() + adapter.rank**2 + 8
+                gamma = n * FP32_UNIT_ROUNDOFF / (1 - n * FP32_UNIT_ROUNDOFF)
+                bias = None if layer.bias is None else layer.bias.abs()
+                magnitude = _apply_layer(layer, x.abs(), layer.weight.abs() + m * _abs_delta_weight(adapter), bias)
+                tolerance = 2 * gamma * magnitude
+                error = (merged - unmerged).abs()
+                assert (error <= tolerance).all(), (adapter.lora_name, (error - tolerance).max().item())
+                # teeth: the adapter moves most outputs by more than the tolerance, so a wrong ΔW cannot hide in it
+                assert ((unmerged - base).abs() > tolerance).float().mean() > 0.5, adapter.lora_name
+    finally:
+        network.detach()
+    expected = {"linear", "conv1x1"} | ({"convkxk"} if network_type != "lierla" else set())
+    assert kinds == expected

@@ -224,12 +224,27 @@ def test_mode_switch_shows_the_right_groups(browser, app):
         seen = tuple(page.locator(f"#{g}").first.is_visible()
                      for g in ("tt_2nd_pass", "tt_ileco_group", "tt_images_group"))
         assert seen == expected, mode
-        # a setting shown in LoRA and Multi-ADDifT only (§2.2): the data folder
+        # a setting shown in LoRA and Multi-ADDifT only: the data folder
         assert textbox(page, "tt_1_lora_data_directory").is_visible() == (mode in ("LoRA", "Difference",
                                                                                    "Multi-ADDifT")), mode
         assert textbox(page, "tt_1_diff_target_name").is_visible() == (mode == "Multi-ADDifT"), mode
         shot(page, f"10-mode-{mode}")
     page.close()
+
+
+def test_each_page_has_its_own_message(browser, app):
+    """Two browser sessions: an error in one stays out of the other's Message box, and each page's polling
+    (every second) keeps showing that page's own notice."""
+    url, _ = app
+    first, second = open_page(browser, url), open_page(browser, url)
+    fill(first, "tt_1_train_iterations", "many")
+    click(first, "tt_start")
+    wait_message(first, "Error: train_iterations: 'many' is not a whole number")
+    first.wait_for_timeout(2500)  # a few polls on both pages
+    assert message(first).startswith("Error: train_iterations")
+    assert "Error" not in message(second), message(second)
+    first.close()
+    second.close()
 
 
 @pytest.fixture(scope="module")

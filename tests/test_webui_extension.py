@@ -1,4 +1,4 @@
-"""The extension inside a fake webui (tests/fake_webui, following webui-api.md): registration, the tab, optional
+"""The extension inside a fake webui (tests/fake_webui, following the webui's documented module API): registration, the tab, optional
 packages missing, and a job run through the webui host. Each case is a fresh interpreter, as a webui start is."""
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ def load_preset(name: str, presets_dir: Path = PRESETS_DIR) -> dict:
 def save_preset(name: str, data: dict, overwrite: bool, presets_dir: Path = PRESETS_DIR) -> Path:
     """`presets/<name>.json`; an existing preset is replaced only when `overwrite` (the save_overwrite box) is on."""
     path = Path(presets_dir) / f"{_stem(name, 'preset (save_lora_name)')}.json"
-    if path.exists() and not overwrite:
-        raise UserError(f"preset {path.name} already exists; tick save_overwrite to replace it")
-    return write_json_atomic(path, data)
+    try:
+        return write_json_atomic(path, data, overwrite=overwrite)
+    except FileExistsError:  # checked at the rename: a preset saved meanwhile by someone else is never replaced
+        raise UserError(f"preset {path.name} already exists; tick save_overwrite to replace it") from None
 
 
 def find_json(name: str, json_dir: Path = JSON_DIR) -> Path:

@@ -1,11 +1,13 @@
-"""A job from start to file: settings → components (from the host) → mode.prepare → network → engine → LoRA.
+"""A job from start to file: settings → checks → components (from the host) → mode.prepare → the mode's passes,
+each a network trained by the engine (or loaded) → the final file, the quality report and the job's message.
 
-Everything that is checkable without loading a model (output name, existing files, data folder) is checked
-first, so a bad input costs nothing and never leaves a partial file.
+Everything that is checkable without loading a model (output name, existing files, data folder, resume files) is
+checked first, so a bad input costs nothing and never leaves a partial file. The mode contract is modes/base.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import random
@@ -15,16 +17,21 @@ from pathlib import Path
 
 import torch
 
-from .engine.control import JobControl
-from .engine.loop import Output, Result, TrainContext, run_engine, save_points
+from .engine.control import Event, JobControl, Status
+from .engine.loop import run_engine
+from .engine.saving import save_lora
+from .engine.types import Output, Result, TrainContext, Trained, save_points
 from .errors import UserError
 from .fileio import write_json_atomic
+from .host.base import Host
 from .jobs.logs import LossLog, csv_path
 from .models.devices import PRECISIONS
-from .modes import mode_class
+from .modes.base import Mode, Pass
+from .modes.registry import mode_class
 from .networks.io import read_lora
-from .networks.network import NetworkSpec, create_network, resume_network
+from .networks.network import Network, NetworkSpec, create_network, resume_network
 from .paths import JSON_DIR
+from .reports import headline_metadata, report_summary, write_report
 from .settings import Job
 
 log = logging.getLogger(__name__)
@@ -38,12 +45,25 @@ def model_dtype(name: str) -> torch.dtype | None:
     return None if name == "model" else PRECISIONS[name]
 
 
-def check_outputs(output: Output, iterations: int, every: int) -> None:
-    if output.overwrite:
+def pass_output(base: Output, p: Pass) -> Output:
+    return dataclasses.replace(base, suffix=p.suffix, overwrite=p.settings.save_overwrite, extra_metadata={})
+
+
+def check_outputs(output: Output, p: Pass) -> None:
+    """Refuse, before loading, a final or periodic file of this pass that exists (unless save_overwrite)."""
+    if not p.train or output.overwrite:
         return
-    for path in [output.path()] + [output.path(n) for n in sorted(save_points(iterations, every))]:
+    s = p.settings
+    paths = [output.path()] if p.save else []
+    paths += [output.path(n) for n in sorted(save_points(s.train_iterations, s.save_per_steps))]
+    for path in paths:
         if path.exists():
             raise UserError(f"{path} already exists; tick save_overwrite or choose another save_lora_name")
+
+
+def check_resume(p: Pass) -> None:
+    if p.resume and not Path(p.resume).is_file():
+        raise UserError(f"network_resume: {p.resume} is not a file")
 
 
 def save_job_json(job: Job, when: datetime.datetime, json_dir: Path = JSON_DIR) -> Path:
@@ -52,31 +72,32 @@ def save_job_json(job: Job, when: datetime.datetime, json_dir: Path = JSON_DIR) 
     return write_json_atomic(path, job.to_json())
 
 
-def network_spec(s) -> NetworkSpec:
+def network_spec(s, blocks) -> NetworkSpec:
     return NetworkSpec(network_type=s.network_type, rank=s.network_rank, alpha=s.network_alpha,
                        conv_rank=s.network_conv_rank, conv_alpha=s.network_conv_alpha, element=s.network_element,
-                       blocks=tuple(s.network_blocks))
+                       blocks=tuple(blocks))
 
 
-def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | None = None,
+def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: Path | None = None,
             json_dir: Path | None = None) -> Result:
     control = control or JobControl()
     s = job.settings
-    mode = mode_class(job.mode)(job)
-    mode.check_inputs()
-    output = Output(directory=Path(host.lora_dir), name=s.save_lora_name, overwrite=s.save_overwrite,
-                    mode=job.mode, model_name=Path(job.model).stem if job.model else "demo")
-    output.path()  # validates the name before anything is loaded
-    check_outputs(output, s.train_iterations, s.save_per_steps)
-    if s.network_resume and not Path(s.network_resume).is_file():
-        raise UserError(f"network_resume: {s.network_resume} is not a file")
+    mode: Mode = mode_class(job.mode)(job)
+    mode.check_inputs(Path(host.lora_dir))
+    base = Output(directory=Path(host.lora_dir), name=s.save_lora_name, overwrite=s.save_overwrite, mode=job.mode,
+                  model_name=Path(job.model).stem if job.model else "demo")
+    base.path()  # validates the name before anything is loaded
+    passes = mode.passes()
+    for p in passes:
+        check_outputs(pass_output(base, p), p)
+        check_resume(p)
     started = datetime.datetime.now()
     if s.save_as_json:
         log.info("settings saved to %s", save_job_json(job, started, json_dir or JSON_DIR))
 
     seed = pick_seed(s.train_seed)
     torch.manual_seed(seed)
-    control.emit("phase", text="loading the model…")
+    control.emit(Event.PHASE, text="loading the model…")
     components = host.load_components(job.model, model_dtype(s.train_model_precision),
                                       PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
     log.info("%s", components.summary())
@@ -87,17 +108,107 @@ def run_job(job: Job, host, control: JobControl | None = None, logs_dir: Path | 
         rng=random.Random(seed),
         alpha_bar=components.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32),
     )
-    control.emit("phase", text="caching the training data…")
+    if device.type == "cuda" and ctx.lora_dtype == torch.float16:
+        log.warning("train_lora_precision fp16: gradients are not loss-scaled (torch's GradScaler cannot unscale "
+                    "fp16 weights), so small ones may vanish; fp32 is safer")
+    control.emit(Event.PHASE, text="caching the training data…")
     mode.prepare(ctx)
     components.unet.to(device)
     for encoder in components.text_encoders:
         encoder.to(device)
-    output.tag_frequency = getattr(mode, "tag_frequency", None)
-    output.resolution = getattr(mode, "resolution", None)
+    base.tag_frequency, base.resolution = mode.tag_frequency, mode.resolution
     logs = PassLogs(s.logging_save_csv, started, logs_dir)
-    if hasattr(mode, "train"):  # modes with more than one pass (Difference) drive train_pass themselves
-        return mode.train(ctx, output, control, logs)
-    return train_pass(ctx, mode, output, control, logs, resume=getattr(mode, "resume", s.network_resume))
+    return run_passes(ctx, mode, passes, base, control, logs)
+
+
+def run_passes(ctx: TrainContext, mode: Mode, passes: list[Pass], base: Output, control: JobControl,
+               logs: "PassLogs") -> Result:
+    """Each pass in order; a pass that does not finish ends the job. Kept networks stay on (frozen) until the end."""
+    kept: list[Network] = []
+    result = None
+    try:
+        for p in passes:
+            ctx = pass_context(ctx, p)
+            mode.begin_pass(ctx, p)
+            ctx.network = attach_network(ctx, p)
+            try:
+                result = run_pass(ctx, mode, p, pass_output(base, p), control, logs, last=p is passes[-1])
+            finally:
+                if p.keep:
+                    freeze(ctx.network)
+                    kept.append(ctx.network)
+                else:
+                    ctx.network.detach()
+            if result.status != Status.FINISHED:
+                break
+    finally:
+        for network in reversed(kept):
+            network.detach()
+    control.emit(Event.DONE, status=result.status, path=str(result.path) if result.path else None,
+                 message=result.message, report=result.report)
+    return result
+
+
+def pass_context(ctx: TrainContext, p: Pass) -> TrainContext:
+    """The context of a pass: its settings, and fresh generators when it is re-seeded."""
+    if not p.reseed:
+        return dataclasses.replace(ctx, settings=p.settings, network=None)
+    seed = ctx.seed if p.seed is None else p.seed
+    return dataclasses.replace(ctx, settings=p.settings, seed=seed, network=None,
+                               generator=torch.Generator(ctx.device).manual_seed(seed), rng=random.Random(seed))
+
+
+def attach_network(ctx: TrainContext, p: Pass) -> Network:
+    """A new network for the pass's settings and blocks, or the one saved in `p.resume`; attached after any
+    network already attached."""
+    c = ctx.components
+    if p.resume:
+        tensors, _ = read_lora(p.resume)
+        network = resume_network(c.family, c.unet, c.text_encoders, tensors, p.resume, dtype=ctx.lora_dtype,
+                                 device=ctx.device)
+    else:
+        network = create_network(c.family, c.unet, c.text_encoders, network_spec(ctx.settings, p.blocks),
+                                 dtype=ctx.lora_dtype, device=ctx.device)
+    if ctx.settings.logging_verbose:
+        for adapter in network.adapters:
+            log.info("  %s (rank %d)", adapter.lora_name, adapter.rank)
+    return network
+
+
+def freeze(network: Network) -> None:
+    network.requires_grad_(False)
+    network.eval()
+    network.multiplier = 1.0
+
+
+def run_pass(ctx: TrainContext, mode: Mode, p: Pass, output: Output, control: JobControl, logs: "PassLogs",
+             last: bool) -> Result:
+    """Train (or only load) the pass's network; when it finishes: the mode's end-of-pass hook, the quality
+    report of the last pass, the final save."""
+    started_at = time.time()
+    if p.train:
+        trained = run_engine(ctx, mode, output, control, started_at=started_at, log_csv=logs.open(ctx, output.suffix))
+    else:
+        log.info("pass %d: loaded from %s", p.number, p.resume)
+        trained = Trained(Status.FINISHED, 0, [], optimizer=None)
+    if trained.status == Status.STOPPED_SAVED:
+        return Result(trained.status, trained.path, trained.steps, trained.losses,
+                      f"Stopped at step {trained.steps}. Successfully created {trained.path}")
+    if trained.status == Status.STOPPED:
+        return Result(trained.status, None, trained.steps, trained.losses, f"Stopped at step {trained.steps}")
+    mode.end_pass(ctx, p)
+    report = mode.quality_report(ctx) if last else None
+    if report is not None:
+        output.extra_metadata.update(headline_metadata(report))
+    path = None
+    if p.save and p.train:
+        path = save_lora(ctx, output, trained.optimizer, trained.steps, started_at)
+        if report is not None:
+            write_report(report, path)
+    message = f"Successfully created {path}" if path else f"Finished {trained.steps} steps (not saved)"
+    if report is not None:
+        message += "\n" + report_summary(report)
+    return Result(Status.FINISHED, path, trained.steps, trained.losses, message, report)
 
 
 @dataclass
@@ -108,7 +219,7 @@ class PassLogs:
     started: datetime.datetime
     logs_dir: Path | None = None
 
-    def open(self, ctx, suffix: str = ""):
+    def open(self, ctx: TrainContext, suffix: str = ""):
         if not self.enabled:
             return None
         s = ctx.settings
@@ -116,31 +227,3 @@ class PassLogs:
         kwargs = {"logs_dir": self.logs_dir} if self.logs_dir else {}
         path = csv_path(s.save_lora_name or "untitled", self.started, suffix=suffix, **kwargs)
         return LossLog(path, header, len(ctx.network.param_groups(1.0)))
-
-
-def attach_network(ctx, resume: str = "", blocks=None):
-    """A new network for ctx.settings, or one resumed from a file; attached (after any already attached)."""
-    c, s = ctx.components, ctx.settings
-    if resume:
-        tensors, _ = read_lora(resume)
-        return resume_network(c.family, c.unet, c.text_encoders, tensors, resume, dtype=ctx.lora_dtype,
-                              device=ctx.device)
-    spec = network_spec(s)
-    if blocks is not None:
-        spec = NetworkSpec(**{**spec.__dict__, "blocks": tuple(blocks)})
-    return create_network(c.family, c.unet, c.text_encoders, spec, dtype=ctx.lora_dtype, device=ctx.device)
-
-
-def train_pass(ctx, mode, output: Output, control: JobControl, logs: PassLogs, resume: str = "",
-               keep_attached: bool = False) -> Result:
-    """One network, one engine run. The network is detached afterwards unless the caller keeps it."""
-    ctx.network = attach_network(ctx, resume, getattr(mode, "network_blocks", None))
-    if ctx.settings.logging_verbose:
-        for adapter in ctx.network.adapters:
-            log.info("  %s (rank %d)", adapter.lora_name, adapter.rank)
-    try:
-        return run_engine(ctx, mode, output, control, started_at=time.time(),
-                          log_csv=logs.open(ctx, output.suffix))
-    finally:
-        if not keep_attached:
-            ctx.network.detach()

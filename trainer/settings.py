@@ -9,42 +9,90 @@ the value, never silently replaced by a default.
 from __future__ import annotations
 
 import ast
+import enum
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from .engine.loss import LOSSES
+from .engine.optim import OPTIMIZER_ENTRIES, SCHEDULES
 from .errors import UserError
+from .models.devices import PRECISIONS
+from .modes.registry import MODES as MODE_ENTRIES
+from .modes.registry import Panel
 from .networks.blocks import BLOCK_IDS
+from .networks.targets import ELEMENTS
+from .networks.types import NETWORK_TYPES
 
-MODES = ("LoRA", "iLECO", "Difference", "ADDifT", "Multi-ADDifT")
-MODE_LETTER = {"LoRA": "L", "iLECO": "I", "Difference": "D", "ADDifT": "A", "Multi-ADDifT": "M"}
-ALL = "LIDEAM"  # E = the Difference 2nd-pass column (upstream's "D2")
+MODES = tuple(MODE_ENTRIES)
+
+
+class Kind(str, enum.Enum):
+    """The widget a setting has."""
+
+    DROPDOWN = "dropdown"
+    TEXT = "text"
+    CHECK = "check"
+    BLOCKS = "blocks"
+
+
+class Cast(str, enum.Enum):
+    """How a raw widget value becomes a typed one (`cast`)."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    OPT_FLOAT = "opt_float"  # empty or 0 → None
+    BOOL = "bool"
+    SIZE = "size"  # "H,W" → (H, W)
+    KV = "kv"  # "k=v; k=v" → dict
+    BLOCKS = "blocks"
+    CHOICE = "choice"
+
+
+class Column(str, enum.Enum):
+    """Where the widget sits in the tab (upstream's three Required and three Option columns)."""
+
+    REQ1 = "req1"
+    REQ2 = "req2"
+    REQ3 = "req3"
+    REQ_ROW = "req_row"  # the row under the required columns (network_blocks)
+    OPT1 = "opt1"
+    OPT2 = "opt2"
+    OPT3 = "opt3"
+
 
 SEPARATOR = "--------------------------"
-OPTIMIZERS = (
-    "AdamW", "AdamW8bit", "AdaFactor", "Lion", "Prodigy", SEPARATOR,
-    "DadaptAdam", "DadaptLion", "DAdaptAdaGrad", "DAdaptAdan", "DAdaptSGD", SEPARATOR,
-    "Adam8bit", "SGDNesterov8bit", "Lion8bit", "PagedAdamW8bit", "PagedLion8bit", SEPARATOR,
-    "RAdamScheduleFree", "AdamWScheduleFree", "SGDScheduleFree", SEPARATOR,
-    "CAME", "Tiger", "AdamMini", "PagedAdamW", "PagedAdamW32bit", "SGDNesterov", "Adam",
-)
-SCHEDULERS = (
-    "cosine_annealing", "cosine_annealing_with_restarts", "linear", "cosine", "cosine_with_restarts", "polynomial",
-    "constant", "constant_with_warmup", "piecewise_constant", "exponential", "step", "multi_step",
-    "reduce_on_plateau", "cyclic", "one_cycle",
-)
+
+
+def _with_separators(entries) -> tuple[str, ...]:
+    names, group = [], entries[0].group
+    for entry in entries:
+        if entry.group != group:
+            names.append(SEPARATOR)
+            group = entry.group
+        names.append(entry.name)
+    return tuple(names)
+
+
+OPTIMIZERS = _with_separators(OPTIMIZER_ENTRIES)
+SCHEDULERS = tuple(SCHEDULES)
 RANKS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
 ALPHAS = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+TRAIN_PRECISIONS = tuple(PRECISIONS)
+# "model" keeps the checkpoint's dtype; "int8" is upstream's choice for DiT models, refused with a reason.
+MODEL_PRECISIONS = ("model", *TRAIN_PRECISIONS, "int8")
+SAVE_PRECISIONS = ("model", *TRAIN_PRECISIONS)
 
 
 @dataclass(frozen=True)
 class Setting:
     name: str  # upstream's exact name: the JSON key and (with "_" → " ") the UI label
-    kind: str  # "dropdown" | "text" | "check" | "blocks"
+    kind: Kind
     default: object  # the raw widget value
-    cast: str  # "str" "int" "float" "opt_float" "bool" "size" "kv" "blocks" "choice"
-    modes: str  # letters of ALL where the widget is shown
-    column: str  # "req1" "req2" "req3" "req_row" "opt1" "opt2" "opt3"
+    cast: Cast
+    panels: Panel  # where the widget is shown
+    column: Column
     help: str
     choices: tuple = ()
     minimum: float | None = None  # for numbers: smallest allowed value
@@ -61,101 +109,113 @@ class Setting:
         return self.name.replace("_", " ")
 
     def shown_in(self, mode: str) -> bool:
-        return MODE_LETTER[mode] in self.modes
+        return bool(MODE_ENTRIES[mode].panel & self.panels)
+
+    @property
+    def in_second_pass(self) -> bool:
+        return bool(Panel.SECOND_PASS & self.panels)
 
 
-def _s(name, kind, default, cast, modes, column, help, choices=(), minimum=None, positive=False, upstream=True):
-    return Setting(name, kind, default, cast, modes, column, help, tuple(choices), minimum, positive, upstream)
+def _s(name, kind, default, cast, panels, column, help, choices=(), minimum=None, positive=False, upstream=True):
+    return Setting(name, kind, default, cast, panels, column, help, tuple(choices), minimum, positive, upstream)
+
+
+# Short names for the table below.
+DROPDOWN, TEXT, CHECK, BLOCKS = Kind
+STR, INT, FLOAT, OPT_FLOAT, BOOL, SIZE, KV, BLOCK_LIST, CHOICE = Cast
+REQ1, REQ2, REQ3, REQ_ROW, OPT1, OPT2, OPT3 = Column
+L, I, D, E, A, M = Panel  # E: the Difference 2nd-pass column (upstream's "D2")
+ALL = L | I | D | E | A | M
+NOWHERE = Panel(0)
 
 
 # fmt: off
 TABLE: tuple[Setting, ...] = (
     # -- required parameters -----------------------------------------------------------------------------------
-    _s("network_type", "dropdown", "lierla", "choice", ALL, "req1",
+    _s("network_type", DROPDOWN, "lierla", CHOICE, ALL, REQ1,
        "lierla = LoRA on attention layers; c3lier = LoCon (also ResNet and sampler convs); loha = LyCORIS LoHa",
-       ("lierla", "c3lier", "loha")),
-    _s("network_rank", "dropdown", 16, "int", ALL, "req1", "rank (dim) of linear and 1×1 layers", RANKS, minimum=1),
-    _s("network_alpha", "dropdown", 8, "float", ALL, "req1", "alpha; the learned delta is scaled by alpha/rank",
+       tuple(NETWORK_TYPES)),
+    _s("network_rank", DROPDOWN, 16, INT, ALL, REQ1, "rank (dim) of linear and 1×1 layers", RANKS, minimum=1),
+    _s("network_alpha", DROPDOWN, 8, FLOAT, ALL, REQ1, "alpha; the learned delta is scaled by alpha/rank",
        ALPHAS, minimum=0),
-    _s("lora_data_directory", "text", "", "str", "LDM", "req1", "folder of training images (searched recursively)"),
-    _s("diff_target_name", "text", "", "str", "M", "req1",
+    _s("lora_data_directory", TEXT, "", STR, L | D | M, REQ1, "folder of training images (searched recursively)"),
+    _s("diff_target_name", TEXT, "", STR, M, REQ1,
        "file-name suffix of the target image of a pair, e.g. _after for cat.png / cat_after.png"),
-    _s("lora_trigger_word", "text", "", "str", "LDAM", "req1", "put in front of every caption"),
-    _s("image_size(height, width)", "text", "512", "size", "LIM", "req2", "\"H,W\" or one side, in pixels"),
-    _s("train_iterations", "text", "1000", "int", ALL, "req2", "number of optimizer steps", minimum=1),
-    _s("train_batch_size", "text", "2", "int", ALL, "req2", "images per step", minimum=1),
-    _s("train_learning_rate", "text", "1e-4", "float", ALL, "req2", "learning rate (UNet)", positive=True),
-    _s("train_optimizer", "dropdown", "AdamW", "choice", ALL, "req3", "optimizer", OPTIMIZERS),
-    _s("train_optimizer_settings", "text", "", "kv", ALL, "req3",
+    _s("lora_trigger_word", TEXT, "", STR, L | D | A | M, REQ1, "put in front of every caption"),
+    _s("image_size(height, width)", TEXT, "512", SIZE, L | I | M, REQ2, "\"H,W\" or one side, in pixels"),
+    _s("train_iterations", TEXT, "1000", INT, ALL, REQ2, "number of optimizer steps", minimum=1),
+    _s("train_batch_size", TEXT, "2", INT, ALL, REQ2, "images per step", minimum=1),
+    _s("train_learning_rate", TEXT, "1e-4", FLOAT, ALL, REQ2, "learning rate (UNet)", positive=True),
+    _s("train_optimizer", DROPDOWN, "AdamW", CHOICE, ALL, REQ3, "optimizer", OPTIMIZERS),
+    _s("train_optimizer_settings", TEXT, "", KV, ALL, REQ3,
        "extra optimizer arguments: key=value separated by ; or new lines, e.g. weight_decay=0.01;betas=(0.9,0.99)"),
-    _s("train_lr_scheduler", "dropdown", "cosine", "choice", ALL, "req3", "learning-rate schedule", SCHEDULERS),
-    _s("train_lr_scheduler_settings", "text", "", "kv", ALL, "req3",
+    _s("train_lr_scheduler", DROPDOWN, "cosine", CHOICE, ALL, REQ3, "learning-rate schedule", SCHEDULERS),
+    _s("train_lr_scheduler_settings", TEXT, "", KV, ALL, REQ3,
        "extra scheduler arguments, same syntax, e.g. eta_min=1e-5"),
-    _s("save_lora_name", "text", "", "str", "LIDAM", "req3", "file name of the LoRA (empty: untitled)"),
-    _s("use_gradient_checkpointing", "check", False, "bool", ALL, "req3", "less memory, slower steps"),
-    _s("network_blocks(BASE = TextEncoder)", "blocks", list(BLOCK_IDS), "blocks", ALL, "req_row",
+    _s("save_lora_name", TEXT, "", STR, L | I | D | A | M, REQ3, "file name of the LoRA (empty: untitled)"),
+    _s("use_gradient_checkpointing", CHECK, False, BOOL, ALL, REQ3, "less memory, slower steps"),
+    _s("network_blocks(BASE = TextEncoder)", BLOCKS, list(BLOCK_IDS), BLOCK_LIST, ALL, REQ_ROW,
        "blocks to train; BASE is the text encoder", BLOCK_IDS),
     # -- option parameters, column 1 -----------------------------------------------------------------------------
-    _s("network_resume", "text", "", "str", "LDM", "opt1", "path of a LoRA to continue training"),
-    _s("network_strength", "text", "1", "float", ALL, "opt1", "the saved delta is multiplied by this", positive=True),
-    _s("network_conv_rank", "dropdown", 0, "int", ALL, "opt1", "rank of k×k convs (c3lier, loha); 0 = network_rank",
+    _s("network_resume", TEXT, "", STR, L | D | M, OPT1, "path of a LoRA to continue training"),
+    _s("network_strength", TEXT, "1", FLOAT, ALL, OPT1, "the saved delta is multiplied by this", positive=True),
+    _s("network_conv_rank", DROPDOWN, 0, INT, ALL, OPT1, "rank of k×k convs (c3lier, loha); 0 = network_rank",
        (0, *RANKS), minimum=0),
-    _s("network_conv_alpha", "dropdown", 0, "float", ALL, "opt1", "alpha of k×k convs; 0 = network_alpha",
+    _s("network_conv_alpha", DROPDOWN, 0, FLOAT, ALL, OPT1, "alpha of k×k convs; 0 = network_alpha",
        (0, *ALPHAS), minimum=0),
-    _s("network_element", "dropdown", "Full", "choice", ALL, "opt1",
-       "Full, or only cross-attention (attn2) or self-attention (attn1) layers", ("Full", "CrossAttention", "SelfAttention")),
-    _s("network_train_text_encoder", "check", False, "bool", "I", "opt1",
-       "kept for upstream JSON compatibility; the text encoder is trained by selecting BASE"),
-    _s("image_buckets_step", "dropdown", 256, "int", "LDM", "opt1", "bucket side increment in pixels",
+    _s("network_element", DROPDOWN, "Full", CHOICE, ALL, OPT1,
+       "Full, or only cross-attention (attn2) or self-attention (attn1) layers", ELEMENTS),
+    _s("network_train_text_encoder", CHECK, False, BOOL, I, OPT1,
+       "iLECO: also train the text encoder (the same as selecting BASE in network_blocks)"),
+    _s("image_buckets_step", DROPDOWN, 256, INT, L | D | M, OPT1, "bucket side increment in pixels",
        (0, 64, 128, 192, 256, 320, 384, 448, 512, 576)),
-    _s("image_num_multiply", "text", "1", "int", "LDM", "opt1", "repeat the image list this many times", minimum=1),
-    _s("image_min_length", "text", "512", "int", "LDM", "opt1", "smallest bucket side in pixels", minimum=8),
-    _s("image_max_ratio", "text", "2", "float", "LDM", "opt1", "largest bucket aspect ratio", minimum=1),
-    _s("sub_image_num", "text", "0", "int", "LDM", "opt1", "extra downscaled copies of each image", minimum=0),
-    _s("image_mirroring", "check", False, "bool", "LDM", "opt1", "also train on horizontally flipped copies"),
-    _s("image_use_filename_as_tag", "check", False, "bool", "LDM", "opt1", "caption = trigger + tags from the file name"),
-    _s("image_disable_upscale", "check", False, "bool", "LDM", "opt1", "skip buckets that would need upscaling"),
-    _s("train_fixed_timsteps_in_batch", "check", False, "bool", ALL, "opt1", "one timestep for the whole batch"),
+    _s("image_num_multiply", TEXT, "1", INT, L | D | M, OPT1, "repeat the image list this many times", minimum=1),
+    _s("image_min_length", TEXT, "512", INT, L | D | M, OPT1, "smallest bucket side in pixels", minimum=8),
+    _s("image_max_ratio", TEXT, "2", FLOAT, L | D | M, OPT1, "largest bucket aspect ratio", minimum=1),
+    _s("sub_image_num", TEXT, "0", INT, L | D | M, OPT1, "extra downscaled copies of each image", minimum=0),
+    _s("image_mirroring", CHECK, False, BOOL, L | D | M, OPT1, "also train on horizontally flipped copies"),
+    _s("image_use_filename_as_tag", CHECK, False, BOOL, L | D | M, OPT1, "caption = trigger + tags from the file name"),
+    _s("image_disable_upscale", CHECK, False, BOOL, L | D | M, OPT1, "skip buckets that would need upscaling"),
+    _s("train_fixed_timsteps_in_batch", CHECK, False, BOOL, ALL, OPT1, "one timestep for the whole batch"),
     # -- option parameters, column 2 -----------------------------------------------------------------------------
-    _s("train_textencoder_learning_rate", "text", "", "opt_float", "L", "opt2",
+    _s("train_textencoder_learning_rate", TEXT, "", OPT_FLOAT, L, OPT2,
        "text-encoder learning rate; empty or 0 = train_learning_rate", minimum=0),
-    _s("train_seed", "text", "-1", "int", ALL, "opt2", "random seed; -1 = pick one (recorded in the file)"),
-    _s("train_min_timesteps", "text", "0", "int", ALL, "opt2", "smallest training timestep", minimum=0),
-    _s("train_max_timesteps", "text", "1000", "int", ALL, "opt2", "largest training timestep (exclusive)", minimum=1),
-    _s("train_loss_function", "dropdown", "MSE", "choice", ALL, "opt2", "loss", ("MSE", "L1", "Smooth-L1")),
-    _s("train_lr_step_rules", "text", "", "str", ALL, "opt2", "piecewise_constant rules, e.g. 1:10,0.1:20,0.01"),
-    _s("train_lr_warmup_steps", "text", "0", "int", ALL, "opt2", "warm-up steps (diffusers schedules)", minimum=0),
-    _s("train_lr_scheduler_num_cycles", "text", "1", "int", ALL, "opt2", "cycles of cosine_with_restarts", minimum=1),
-    _s("train_lr_scheduler_power", "text", "1.0", "float", ALL, "opt2", "power of the polynomial schedule",
+    _s("train_seed", TEXT, "-1", INT, ALL, OPT2, "random seed; -1 = pick one (recorded in the file)"),
+    _s("train_min_timesteps", TEXT, "0", INT, ALL, OPT2, "smallest training timestep", minimum=0),
+    _s("train_max_timesteps", TEXT, "1000", INT, ALL, OPT2, "largest training timestep (exclusive)", minimum=1),
+    _s("train_loss_function", DROPDOWN, "MSE", CHOICE, ALL, OPT2, "loss", LOSSES),
+    _s("train_lr_step_rules", TEXT, "", STR, ALL, OPT2, "piecewise_constant rules, e.g. 1:10,0.1:20,0.01"),
+    _s("train_lr_warmup_steps", TEXT, "0", INT, ALL, OPT2, "warm-up steps (diffusers schedules)", minimum=0),
+    _s("train_lr_scheduler_num_cycles", TEXT, "1", INT, ALL, OPT2, "cycles of cosine_with_restarts", minimum=1),
+    _s("train_lr_scheduler_power", TEXT, "1.0", FLOAT, ALL, OPT2, "power of the polynomial schedule",
        positive=True),
-    _s("train_snr_gamma", "text", "5", "float", ALL, "opt2", "min-SNR-γ loss weight; 0 or less turns it off"),
-    _s("save_per_steps", "text", "0", "int", ALL, "opt2", "also save every N steps; 0 = only at the end", minimum=0),
-    _s("diff_alt_ratio", "text", "1", "float", "AM", "opt2",
+    _s("train_snr_gamma", TEXT, "5", FLOAT, ALL, OPT2, "min-SNR-γ loss weight; 0 or less turns it off"),
+    _s("save_per_steps", TEXT, "0", INT, ALL, OPT2, "also save every N steps; 0 = only at the end", minimum=0),
+    _s("diff_alt_ratio", TEXT, "1", FLOAT, A | M, OPT2,
        "strength of the reverse step; below 0 the odd steps keep pure noise unchanged"),
-    _s("diff_revert_original_target", "check", False, "bool", "AM", "opt2", "swap original and target"),
-    _s("diff_use_diff_mask", "check", False, "bool", "AM", "opt2", "train only where the pair differs"),
+    _s("diff_revert_original_target", CHECK, False, BOOL, A | M, OPT2, "swap original and target"),
+    _s("diff_use_diff_mask", CHECK, False, BOOL, A | M, OPT2, "train only where the pair differs"),
     # -- option parameters, column 3 -----------------------------------------------------------------------------
-    _s("train_model_precision", "dropdown", "fp16", "choice", ALL, "opt3",
-       "dtype of the frozen model (computed in fp32 on a CPU when fp16 is chosen)", ("model", "fp32", "bf16", "fp16", "int8")),
-    _s("train_lora_precision", "dropdown", "fp32", "choice", ALL, "opt3", "dtype of the trained weights",
-       ("fp32", "bf16", "fp16")),
-    _s("save_precision", "dropdown", "fp16", "choice", ALL, "opt3", "dtype of the saved file",
-       ("model", "fp32", "bf16", "fp16")),
-    _s("train_VAE_precision", "dropdown", "fp32", "choice", ALL, "opt3", "dtype of the VAE while encoding images",
-       ("fp32", "bf16", "fp16")),
-    _s("diff_load_1st_pass", "text", "", "str", "D", "opt3", "use this saved copier LoRA instead of training pass 1"),
-    _s("diff_save_1st_pass", "check", False, "bool", "D", "opt3", "also save the copier as <name>_copy"),
-    _s("diff_1st_pass_only", "check", False, "bool", "D", "opt3", "stop after pass 1 (and save the copier)"),
-    _s("logging_save_csv", "check", False, "bool", "LIDAM", "opt3", "write a CSV loss log under logs/"),
-    _s("logging_verbose", "check", False, "bool", "LIDAM", "opt3", "print LoRA module names and dataset counts"),
-    _s("save_overwrite", "check", False, "bool", ALL, "opt3", "replace an existing file of the same name"),
-    _s("save_as_json", "check", False, "bool", "LIDAM", "opt3", "save these settings under json/ at start"),
-    _s("model_v_pred", "check", False, "bool", ALL, "opt3",
+    _s("train_model_precision", DROPDOWN, "fp16", CHOICE, ALL, OPT3,
+       "dtype of the frozen model (computed in fp32 on a CPU when fp16 is chosen)", MODEL_PRECISIONS),
+    _s("train_lora_precision", DROPDOWN, "fp32", CHOICE, ALL, OPT3, "dtype of the trained weights",
+       TRAIN_PRECISIONS),
+    _s("save_precision", DROPDOWN, "fp16", CHOICE, ALL, OPT3, "dtype of the saved file", SAVE_PRECISIONS),
+    _s("train_VAE_precision", DROPDOWN, "fp32", CHOICE, ALL, OPT3, "dtype of the VAE while encoding images",
+       TRAIN_PRECISIONS),
+    _s("diff_load_1st_pass", TEXT, "", STR, D, OPT3, "use this saved copier LoRA instead of training pass 1"),
+    _s("diff_save_1st_pass", CHECK, False, BOOL, D, OPT3, "also save the copier as <name>_copy"),
+    _s("diff_1st_pass_only", CHECK, False, BOOL, D, OPT3, "stop after pass 1 (and save the copier)"),
+    _s("logging_save_csv", CHECK, False, BOOL, L | I | D | A | M, OPT3, "write a CSV loss log under logs/"),
+    _s("logging_verbose", CHECK, False, BOOL, L | I | D | A | M, OPT3, "print LoRA module names and dataset counts"),
+    _s("save_overwrite", CHECK, False, BOOL, ALL, OPT3, "replace an existing file of the same name"),
+    _s("save_as_json", CHECK, False, BOOL, L | I | D | A | M, OPT3, "save these settings under json/ at start"),
+    _s("model_v_pred", CHECK, False, BOOL, ALL, OPT3,
        "v-prediction model (SD2-768-v and similar); when unticked it is detected from the model files"),
-    _s("use_2nd_pass_settings", "check", False, "bool", "E", "opt3",
+    _s("use_2nd_pass_settings", CHECK, False, BOOL, E, OPT3,
        "train pass 2 of Difference with the settings in this column"),
     # -- ours ------------------------------------------------------------------------------------------------------
-    _s("diff_random_timesteps_in_span", "check", False, "bool", "AM", "opt2",
+    _s("diff_random_timesteps_in_span", CHECK, False, BOOL, A | M, OPT2,
        "ADDifT: draw each timestep at random inside its tenth of [min, max) instead of upstream's fixed values",
        upstream=False),
 )
@@ -164,9 +224,8 @@ TABLE: tuple[Setting, ...] = (
 UPSTREAM = tuple(s for s in TABLE if s.upstream)
 BY_NAME = MappingProxyType({s.name: s for s in TABLE})
 BY_KEY = MappingProxyType({s.key: s for s in TABLE})
-DEFAULTS = MappingProxyType({s.name: s.default for s in TABLE})
 # Settings a 2nd pass of Difference takes from its own column (everything else comes from pass 1).
-SECOND_PASS_KEYS = tuple(s.key for s in TABLE if "E" in s.modes and s.key != "use_2nd_pass_settings")
+SECOND_PASS_KEYS = tuple(s.key for s in TABLE if s.in_second_pass and s.key != "use_2nd_pass_settings")
 
 
 def lookup(name: str) -> Setting:
@@ -181,7 +240,7 @@ def lookup(name: str) -> Setting:
 def _number(setting: Setting, value, kind):
     text = str(value).strip() if not isinstance(value, (int, float)) or isinstance(value, bool) else value
     try:
-        if kind == "int":
+        if kind == INT:
             number = float(text)
             if not number.is_integer():
                 raise ValueError
@@ -189,7 +248,7 @@ def _number(setting: Setting, value, kind):
         else:
             number = float(text)
     except (TypeError, ValueError):
-        what = "a whole number" if kind == "int" else "a number"
+        what = "a whole number" if kind == INT else "a number"
         raise UserError(f"{setting.name}: {value!r} is not {what}") from None
     if setting.positive and not number > 0:
         raise UserError(f"{setting.name}: {value!r} must be greater than 0")
@@ -264,33 +323,35 @@ def _blocks(setting: Setting, value) -> tuple[str, ...]:
 
 def cast(setting: Setting, value):
     kind = setting.cast
-    if kind in ("int", "float"):
+    if kind in (INT, FLOAT):
         return _number(setting, value, kind)
-    if kind == "opt_float":
+    if kind == OPT_FLOAT:
         text = str(value if value is not None else "").strip()
-        return None if text in ("", "0", "0.0") else _number(setting, text, "float")
-    if kind == "bool":
+        return None if text in ("", "0", "0.0") else _number(setting, text, FLOAT)
+    if kind == BOOL:
         return _bool(setting, value)
-    if kind == "size":
+    if kind == SIZE:
         return parse_size(setting, value)
-    if kind == "kv":
+    if kind == KV:
         return parse_kv(setting, value)
-    if kind == "choice":
+    if kind == CHOICE:
         return _choice(setting, value)
-    if kind == "blocks":
+    if kind == BLOCK_LIST:
         return _blocks(setting, value)
     return "" if value is None else str(value)
 
 
 # -- Settings ------------------------------------------------------------------------------------------------------
 class Settings:
-    """Typed, validated, read-only values by short key (`s.train_iterations`, `s.image_size`, `s.network_blocks`)."""
+    """Typed, validated, read-only values by short key (`s.train_iterations`, `s.image_size`, `s.network_blocks`),
+    and the mode they were validated for (validation has mode-dependent rules; `replace` keeps them)."""
 
-    __slots__ = ("_values", "_raw")
+    __slots__ = ("_values", "_raw", "mode")
 
-    def __init__(self, values: dict, raw: dict):
+    def __init__(self, values: dict, raw: dict, mode: str | None = None):
         object.__setattr__(self, "_values", MappingProxyType(dict(values)))
         object.__setattr__(self, "_raw", MappingProxyType(dict(raw)))
+        object.__setattr__(self, "mode", mode)
 
     def __getattr__(self, key):
         try:
@@ -305,7 +366,7 @@ class Settings:
         raw = dict(self._raw)
         for key, value in changes.items():
             raw[lookup(key).name] = value
-        return validate(raw)
+        return validate(raw, self.mode)
 
     @property
     def raw(self) -> dict:
@@ -317,7 +378,8 @@ class Settings:
 
 
 def validate(raw: dict | None = None, mode: str | None = None) -> Settings:
-    """Raw widget values by upstream name (missing → default) → Settings, plus the cross-field rules."""
+    """Raw widget values by upstream name (missing → default) → Settings, plus the cross-field rules (`mode`
+    None: every mode's rules)."""
     raw = dict(raw or {})
     full = {s.name: raw.get(s.name, s.default) for s in TABLE}
     values = {s.key: cast(s, full[s.name]) for s in TABLE}
@@ -326,13 +388,13 @@ def validate(raw: dict | None = None, mode: str | None = None) -> Settings:
     if values["train_min_timesteps"] >= values["train_max_timesteps"] or values["train_max_timesteps"] > 1000:
         raise UserError(f"train_min_timesteps/train_max_timesteps: need 0 ≤ min < max ≤ 1000 "
                         f"(got {values['train_min_timesteps']} and {values['train_max_timesteps']})")
-    uses_buckets = mode is None or MODE_LETTER.get(mode) in ("L", "M")
+    uses_buckets = mode is None or mode in ("LoRA", "Multi-ADDifT")
     if uses_buckets and values["image_buckets_step"] <= 0:
         raise UserError("image_buckets_step: 0 is not a bucket step; choose 64 or more")
     if values["train_model_precision"] == "int8":
         raise UserError("train_model_precision: int8 is for DiT models, which this trainer does not train; "
                         "choose fp16, bf16 or fp32")
-    return Settings(values, full)
+    return Settings(values, full, mode)
 
 
 # -- JSON (upstream's format) and the job ---------------------------------------------------------------------
@@ -405,7 +467,7 @@ def apply_overrides(data: dict, assignments: list[str]) -> dict:
             data[key.replace("_", " ")] = value
             continue
         setting = lookup(key)
-        if setting.kind == "blocks":
+        if setting.kind == BLOCKS:
             data[setting.name] = [b.strip() for b in value.split(",") if b.strip()]
         else:
             data[setting.name] = value

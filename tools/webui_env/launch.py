@@ -2,7 +2,7 @@
 
 tools/setup_webui_env.sh runs `"<venv python>" install.py` with this folder as the working directory and on
 PYTHONPATH (the webui sets PYTHONPATH=<webui root> and runs extension installers from its root). Only what an
-extension's install.py uses is here, written from the documented behaviour (shared/spec/webui-api.md, A3):
+extension's install.py uses is here, written from the webui's documented behaviour for extension installers:
 
 - `is_installed(package)`: importlib.metadata.distribution(package), falling back to importlib.util.find_spec;
   versions are ignored.

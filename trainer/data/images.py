@@ -16,7 +16,8 @@ import torch
 from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp", ".pcx", ".ico")
-ALPHA_THRESHOLD = 0.1 * 255
+ALPHA_THRESHOLD = 0.1 * 255  # alpha above this counts in the loss (upstream's rule)
+BACKGROUND = (128, 128, 128)  # what transparent pixels are composited over
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def open_image(path: Path):
 
 def fit_to_bucket(img, width: int, height: int, disable_upscale: bool = False):
     """Resize keeping the aspect so the bucket is covered, then centre-crop; None if that would upscale and
-    upscaling is disabled. Returns (RGB image, mask (1, h/8, w/8) from the alpha channel, or None)."""
+    upscaling is disabled. Returns (RGB image, mask (1, h/8, w/8) from the alpha channel, or None); an image with
+    alpha is composited over a grey background."""
     from PIL import Image
 
     w, h = img.size
@@ -99,12 +101,21 @@ def fit_to_bucket(img, width: int, height: int, disable_upscale: bool = False):
     resized = img.resize(size, Image.BICUBIC)
     left, top = (size[0] - width) // 2, (size[1] - height) // 2
     fitted = resized.crop((left, top, left + width, top + height))
-    mask = None
-    if fitted.mode == "RGBA":
-        alpha = fitted.getchannel("A").resize((width // 8, height // 8), Image.NEAREST)
-        mask = (torch.frombuffer(bytearray(alpha.tobytes()), dtype=torch.uint8).float() > ALPHA_THRESHOLD)
-        mask = mask.float().reshape(1, height // 8, width // 8)
-    return fitted.convert("RGB"), mask
+    if fitted.mode != "RGBA":
+        return fitted.convert("RGB"), None
+    alpha = fitted.getchannel("A").resize((width // 8, height // 8), Image.NEAREST)
+    mask = (torch.frombuffer(bytearray(alpha.tobytes()), dtype=torch.uint8).float() > ALPHA_THRESHOLD)
+    return on_background(fitted), mask.float().reshape(1, height // 8, width // 8)
+
+
+def on_background(img):
+    """RGBA → RGB over a neutral grey (0 in the VAE's [-1, 1] range), so the colours hidden under transparent
+    pixels never reach the model (PIL's plain RGB conversion would keep them). PIL resizes RGBA premultiplied,
+    so a resized transparent pixel carries no hidden colour either."""
+    from PIL import Image
+
+    background = Image.new("RGBA", img.size, BACKGROUND + (255,))
+    return Image.alpha_composite(background, img).convert("RGB")
 
 
 def to_tensor(img) -> torch.Tensor:

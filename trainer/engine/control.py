@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
+
+
+class Event(str, enum.Enum):
+    """What a running job reports through `JobControl.emit`; the value is the event dict's "kind"."""
+
+    PHASE = "phase"  # text: what the job is doing before training (loading, caching)
+    STEP = "step"  # step, total, loss, loss_ema, lrs, elapsed, eta
+    SAVED = "saved"  # path, step: a periodic save
+    DONE = "done"  # status, path, message, report
+
+
+class Status(str, enum.Enum):
+    """How a training pass (and so a job) ended."""
+
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    STOPPED_SAVED = "stopped_saved"
 
 
 @dataclass
@@ -24,6 +42,6 @@ class JobControl:
     def stop_requested(self) -> bool:
         return self._stop.is_set() or bool(self.external_interrupt and self.external_interrupt())
 
-    def emit(self, kind: str, **data) -> None:
+    def emit(self, kind: Event, **data) -> None:
         if self.on_event is not None:
-            self.on_event({"kind": kind, **data})
+            self.on_event({"kind": Event(kind), **data})

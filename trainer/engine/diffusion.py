@@ -13,10 +13,6 @@ def sample_timesteps(batch: int, t_min: int, t_max: int, fixed_in_batch: bool, g
     return t.expand(batch).to(device) if fixed_in_batch else t.to(device)
 
 
-def alphas_cumprod(scheduler, device) -> torch.Tensor:
-    return scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-
-
 def add_noise(latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε."""
     a = alpha_bar[t].view(-1, 1, 1, 1)

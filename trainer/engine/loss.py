@@ -6,20 +6,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("MSE", "L1", "Smooth-L1")
+# The one list of losses (train_loss_function); element-wise, unreduced.
+LOSSES = {"MSE": F.mse_loss, "L1": F.l1_loss, "Smooth-L1": F.smooth_l1_loss}
 
 
 def per_sample_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, mask: torch.Tensor | None = None):
     """(B,) — the element loss in fp32, averaged over everything but the batch (over the mask if given)."""
-    pred, target = pred.float(), target.float()
-    if kind == "MSE":
-        element = F.mse_loss(pred, target, reduction="none")
-    elif kind == "L1":
-        element = F.l1_loss(pred, target, reduction="none")
-    elif kind == "Smooth-L1":
-        element = F.smooth_l1_loss(pred, target, reduction="none")
-    else:
+    if kind not in LOSSES:
         raise ValueError(f"unknown loss {kind!r}; known: {', '.join(LOSSES)}")
+    element = LOSSES[kind](pred.float(), target.float(), reduction="none")
     if mask is None:
         return element.mean(dim=tuple(range(1, element.ndim)))
     mask = mask.float().expand_as(element)

@@ -15,11 +15,11 @@ from __future__ import annotations
 from ..models.checkpoint import open_state_dict
 from ..models.devices import PRECISIONS, compute_dtype
 from ..networks.blocks import BASE
+from ..networks.types import network_type
 
 ACTIVATION_FACTOR = 560.0  # calibrated: SD1.5, fp32, CPU, 512², batch 1 (bench/memory.py: 6.60 GiB peak)
 CHECKPOINT_GAIN = 1.7  # measured 5.46 GiB with gradient checkpointing
 RUNTIME_OVERHEAD_GIB = 0.6  # interpreter, torch, transformers, diffusers (measured: 4.64 GiB loading peak)
-LORA_FRACTION = {"lierla": 0.004, "c3lier": 0.012, "loha": 0.012}  # of UNet parameters at rank 16
 
 
 def _bytes(dtype) -> int:
@@ -52,7 +52,7 @@ def estimate(counts: dict[str, int], settings, device="cpu") -> dict[str, float]
     weights = (counts["unet"] + text) * _bytes(model)
     loading = (counts["unet"] + counts["text"]) * _bytes(model) + counts["vae"] * 4
     rank_scale = settings.network_rank / 16
-    adapters = counts["unet"] * LORA_FRACTION[settings.network_type] * rank_scale * 4 * _bytes(lora)
+    adapters = counts["unet"] * network_type(settings.network_type).memory_fraction * rank_scale * 4 * _bytes(lora)
     height, width = settings.image_size
     activations = (settings.train_batch_size * (height // 8) * (width // 8) * counts["model_channels"]
                    * ACTIVATION_FACTOR * _bytes(model))

@@ -23,6 +23,12 @@ class Host(Protocol):
     def vaes(self) -> list[str]:
         """The VAE dropdown's choices, "None" first."""
 
+    def refresh_models(self) -> list[str]:
+        """The Model dropdown's choices after looking again (the 🔄 button)."""
+
+    def refresh_vaes(self) -> list[str]:
+        """The VAE dropdown's choices after looking again."""
+
     def default_model(self) -> str:
         """The Model dropdown's initial choice."""
 
@@ -37,3 +43,5 @@ class Host(Protocol):
 
     def interrupted(self) -> bool:
         """True when the host asks the running job to stop (the webui's Interrupt button)."""
+
+    # Optional: `tool_button(value, elem_id)`, the webui's small emoji button; the tab draws its own without it.

@@ -51,6 +51,12 @@ class StandaloneHost:
     def vaes(self) -> list[str]:
         return ["None", *(str(p.relative_to(self.models_dir)) for p in self._files() if self._folder(p) in VAE_FOLDERS)]
 
+    def refresh_models(self) -> list[str]:
+        return self.models()  # the folder is listed afresh every time
+
+    def refresh_vaes(self) -> list[str]:
+        return self.vaes()
+
     def default_model(self) -> str:
         return DEMO_MODEL
 

@@ -8,9 +8,10 @@ axis.
 
 Output files are always `<stem>_id_<i>.png`. PNG because the transparent margins need an alpha channel (JPEG has none);
 upstream kept the source extension and, in directory mode, wrote `name_id_0..png` with a double dot. Files are written
-atomically (a temporary file in the same folder, then `os.replace`) and an existing file is never overwritten: numbering
-continues after the highest `<stem>_id_<n>.png` already in the output folder. The dataset loader drops the `_id_<n>`
-suffix when it turns file names into tags.
+atomically (`fileio.atomic_path`: a temporary file in the same folder, linked to the final name only if that name is
+free) and an existing file is never overwritten: numbering continues after the highest `<stem>_id_<n>.png` already in
+the output folder, and past any name taken while we write. The dataset loader drops the `_id_<n>` suffix when it turns
+file names into tags.
 
 Works on Pillow 9.5 and Pillow >= 10 (`Image.Resampling` when present; `Image.ANTIALIAS` is never used).
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from ..errors import UserError
+from ..fileio import atomic_path
 
 FIX_SIDES = ("none", "right", "left", "top", "bottom")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -214,23 +215,17 @@ def _save_all(images: list[Image.Image], stem: str, folder: Path) -> list[Path]:
 
 
 def _write_new(image: Image.Image, target: Path) -> bool:
-    """Write `image` as PNG to `target` atomically; False (nothing written) if `target` already exists."""
-    if target.exists():
+    """Write `image` as PNG to `target` atomically; False (nothing written) if `target` is taken.
+
+    The name is created exclusively at the rename (`fileio.atomic_path(overwrite=False)`), so a file that appears
+    while we write — another run, another thread — is never replaced: we move on to the next number."""
+    if target.exists():  # cheap early skip; the exclusive create below is what guarantees it
         return False
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        # O_EXCL: never reuse someone else's file; mode 0o666 lets the umask decide the final permissions.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if target.exists():  # appeared while we were writing
-            return False
-        os.replace(tmp, target)
+        with atomic_path(target, overwrite=False) as tmp:
+            image.save(tmp, format="PNG")  # the temporary name ends in .tmp: say the format
         return True
+    except FileExistsError:
+        return False
     except OSError as err:
         raise UserError(f"Cannot write {target}: {err.strerror or err}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import datetime
+import io
 from pathlib import Path
 
+from ..fileio import write_text_atomic
 from ..paths import LOGS_DIR
 
 HEADER_KEYS = ("network_rank", "network_alpha", "train_learning_rate", "train_iterations", "train_lr_scheduler",
@@ -20,14 +22,16 @@ def csv_path(name: str, when: datetime.datetime | None = None, logs_dir: Path = 
 
 
 class LossLog:
+    """Created whole (header block and column names, through fileio), then one whole row appended per step."""
+
     def __init__(self, path: Path, header: dict, lr_groups: int):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            for key in HEADER_KEYS:
-                writer.writerow([key, header.get(key, "")])
-            writer.writerow(["Step", "Loss", *[f"Learning Rate {i + 1}" for i in range(lr_groups)], "Raw Loss"])
+        text = io.StringIO()
+        writer = csv.writer(text)
+        for key in HEADER_KEYS:
+            writer.writerow([key, header.get(key, "")])
+        writer.writerow(["Step", "Loss", *[f"Learning Rate {i + 1}" for i in range(lr_groups)], "Raw Loss"])
+        write_text_atomic(self.path, text.getvalue())
 
     def append(self, step: int, loss_ema: float, lrs: list[float], raw_loss: float) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as f:

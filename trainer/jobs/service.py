@@ -7,14 +7,14 @@ moves on to the next queued job.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..engine.control import JobControl
+from ..engine.control import Event, JobControl, Status
 from ..errors import UserError
+from ..host.base import Host
 from ..paths import JSON_DIR, LOGS_DIR
 from ..settings import Job
 from .queue import JobQueue, job_name
@@ -28,7 +28,7 @@ class RunStatus:
 
     name: str = ""
     mode: str = ""
-    state: str = "idle"  # idle | loading | training | saving | finished | stopped | error
+    state: str = "idle"  # idle | loading | training | finished | stopped | error
     step: int = 0
     total: int = 0
     loss_ema: float | None = None
@@ -42,7 +42,7 @@ class RunStatus:
 
     @property
     def busy(self) -> bool:
-        return self.state in ("loading", "training", "saving")
+        return self.state in ("loading", "training")
 
     @property
     def percent(self) -> float:
@@ -62,7 +62,7 @@ def describe(status: RunStatus) -> str:
         return "Ready." + queued
     if status.state == "loading":
         return f"{status.mode} '{status.name}': {status.message}" + queued
-    if status.state in ("training", "saving"):
+    if status.state == "training":
         lr = f"{status.lrs[-1]:.2e}" if status.lrs else "-"
         ema = f"{status.loss_ema:.5f}" if status.loss_ema is not None else "-"
         return (f"{status.mode} '{status.name}': step {status.step}/{status.total} ({status.percent:.0f}%) · "
@@ -79,7 +79,7 @@ class _Run:
 
 
 class TrainingService:
-    def __init__(self, host, queue_file: Path = JSON_DIR / "queue.json", logs_dir: Path = LOGS_DIR,
+    def __init__(self, host: Host, queue_file: Path = JSON_DIR / "queue.json", logs_dir: Path = LOGS_DIR,
                  json_dir: Path = JSON_DIR, resume_queue: bool = True, run_job=None):
         from ..runner import run_job as default_run_job
 
@@ -152,7 +152,7 @@ class TrainingService:
         self._worker.start()
 
     def _new_run(self, job: Job) -> _Run:
-        control = JobControl(external_interrupt=getattr(self.host, "interrupted", None))
+        control = JobControl(external_interrupt=self.host.interrupted)
         run = _Run(job, control, RunStatus(name=job_name(job), mode=job.mode, state="loading",
                                            message="loading the model and caching the training data…"))
         control.on_event = lambda event, run=run: self._on_event(run, event)
@@ -173,10 +173,9 @@ class TrainingService:
 
     def _execute(self, run: _Run) -> None:
         try:
-            context = getattr(self.host, "job_context", None)
-            with context(run.job) if context else contextlib.nullcontext():
+            with self.host.job_context(run.job):
                 result = self._run_job(run.job, self.host, run.control, self.logs_dir, self.json_dir)
-            state = "finished" if result.status == "finished" else "stopped"
+            state = "finished" if result.status == Status.FINISHED else "stopped"
             self._set(run, state=state, message=result.message, path=str(result.path) if result.path else None)
         except UserError as err:
             self._set(run, state="error", message=f"Error: {err}")
@@ -190,7 +189,7 @@ class TrainingService:
 
     def _on_event(self, run: _Run, event: dict) -> None:
         kind = event["kind"]
-        if kind == "step":
+        if kind == Event.STEP:
             lrs = tuple(event["lrs"])
             with self._lock:
                 if event["step"] == 1:  # a new pass (Difference trains twice): plot the pass that runs
@@ -199,6 +198,6 @@ class TrainingService:
                 run.status = replace(run.status, state="training", step=event["step"], total=event["total"],
                                      loss_ema=event["loss_ema"], lrs=lrs, elapsed=event["elapsed"],
                                      eta=event["eta"])
-        elif kind == "phase":
+        elif kind == Event.PHASE:
             self._set(run, message=event["text"])
 

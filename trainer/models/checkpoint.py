@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..fileio import atomic_path
 
 SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024
 _SAFETENSORS_DTYPES = {
@@ -234,22 +235,11 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def write_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata=None) -> None:
-    """Write to `<path>.tmp-<pid>` and rename, so a crash never leaves a partial `path`."""
+def write_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata=None,
+                             overwrite: bool = True) -> None:
+    """Write through `fileio.atomic_path`, so a crash never leaves a partial `path`; with `overwrite=False`,
+    FileExistsError if `path` exists when the file is complete (an existing file is never replaced)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # the temporary file is private; the result follows the umask
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

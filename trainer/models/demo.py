@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..fileio import write_text_atomic
 from . import ldm_config, ldm_writer
 from .checkpoint import write_safetensors_atomic
 from .family import FAMILIES, Family
@@ -189,11 +190,8 @@ def write_checkpoint(tensors: dict[str, torch.Tensor], config: dict, out: Path, 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-    sidecar = out.with_suffix(".yaml")
-    tmp_yaml = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp_yaml.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     write_safetensors_atomic(cast, out, metadata={"traintrain.demo_model": "random weights, for tests and demos"})
-    tmp_yaml.replace(sidecar)
+    write_text_atomic(out.with_suffix(".yaml"), yaml.safe_dump(config, sort_keys=False))
     return out
 
 

@@ -1,22 +1,2 @@
-"""Training modes: each says what to cache (`prepare`) and what one step computes (`step`); one registry line each."""
-
-from __future__ import annotations
-
-from ..errors import UserError
-from ..settings import MODES
-
-
-def mode_class(name: str):
-    from .addift import ADDifTMode
-    from .difference import DifferenceMode
-    from .ileco import ILECOMode
-    from .lora import LoRAMode
-    from .multi_addift import MultiADDifTMode
-
-    registry = {"LoRA": LoRAMode, "iLECO": ILECOMode, "Difference": DifferenceMode, "ADDifT": ADDifTMode,
-                "Multi-ADDifT": MultiADDifTMode}
-    if name in registry:
-        return registry[name]
-    if name in MODES:
-        raise UserError(f"mode {name} is not available yet")
-    raise UserError(f"unknown mode {name!r}; known: {', '.join(MODES)}")
+"""Training modes. Each implements the contract in base.py (what to cache, what one step computes, which passes
+to run) and has one line in registry.py."""

@@ -14,9 +14,10 @@ import logging
 import torch
 
 from ..engine import diffusion
-from ..engine.loop import StepOutput
+from ..engine.types import StepOutput
 from ..networks.blocks import BASE
 from . import common, pairs, quality
+from .base import Mode, Pass
 
 log = logging.getLogger(__name__)
 TRAIN_MULTIPLIER = 0.25
@@ -64,21 +65,21 @@ def _resolve(ctx, cond, grad):
     return cond(ctx, grad) if callable(cond) else cond
 
 
-class ADDifTMode:
+class ADDifTMode(Mode):
     name = "ADDifT"
 
-    def __init__(self, job):
-        self.job = job
-        s = job.settings
-        blocks = list(s.network_blocks)
-        if BASE in blocks and not s.lora_trigger_word.strip():
-            blocks.remove(BASE)
+    def blocks(self) -> tuple[str, ...]:
+        s = self.job.settings
+        if BASE in s.network_blocks and not s.lora_trigger_word.strip():
             log.info("ADDifT: BASE is not trained without a trigger word (as upstream)")
-        self.network_blocks = tuple(blocks)
-        self.trains_text_encoder = BASE in blocks
-        self.resume = s.diff_load_1st_pass or s.network_resume  # upstream reads a copier path here too
+            return tuple(b for b in s.network_blocks if b != BASE)
+        return tuple(s.network_blocks)
 
-    def check_inputs(self) -> None:
+    def passes(self) -> list[Pass]:
+        s = self.job.settings  # upstream continues a diff_load_1st_pass file here too
+        return [Pass(settings=s, blocks=self.blocks(), resume=s.diff_load_1st_pass or s.network_resume)]
+
+    def check_inputs(self, lora_dir) -> None:
         pairs.open_pair(self.job.original_image, self.job.target_image, self.name)
 
     def prepare(self, ctx) -> None:

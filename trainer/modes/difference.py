@@ -3,23 +3,22 @@ on the Target Image with the copier held on, so it learns only what differs (tar
 
 Fixed here (upstream defects): `diff_load_1st_pass` really loads the copier; `diff_1st_pass_only` saves it;
 the saved pass-2 file's metadata describes pass 2; the 2nd-pass column is used when `use_2nd_pass_settings`.
+Pass 1 continues `network_resume` when it is set (as upstream creates network 1 from it).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import random
 from pathlib import Path
 
 import torch
 
 from ..engine import diffusion
-from ..engine.loop import StepOutput
+from ..engine.types import StepOutput
 from ..errors import UserError
-from ..networks.blocks import BASE
 from ..settings import BY_KEY, SECOND_PASS_KEYS
 from . import common, pairs, quality
+from .base import Mode, Pass
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +43,48 @@ def find_copier(name: str, lora_dir: Path) -> Path:
     return found[0]
 
 
-class DifferenceMode:
+class DifferenceMode(Mode):
     name = "Difference"
 
     def __init__(self, job):
-        self.job = job
-        self.trains_text_encoder = BASE in job.settings.network_blocks
+        super().__init__(job)
         self.phase = 1
+        self.copier = ""  # a saved copier to load instead of training pass 1
+        self.copy_fit_value = None
 
-    def check_inputs(self) -> None:
+    def check_inputs(self, lora_dir) -> None:
         pairs.open_pair(self.job.original_image, self.job.target_image, self.name)
         s = self.job.settings
         if s.diff_load_1st_pass and s.diff_1st_pass_only:
             raise UserError("diff_1st_pass_only with diff_load_1st_pass would train nothing; untick one")
+        if s.diff_load_1st_pass:
+            self.copier = str(find_copier(s.diff_load_1st_pass, lora_dir))
+
+    def passes(self) -> list[Pass]:
+        s = self.job.settings
+        if self.copier:
+            first = Pass(settings=s, blocks=self.blocks(), resume=self.copier, train=False, suffix="_copy",
+                         save=False, keep=True)
+        else:
+            first = Pass(settings=s, blocks=self.blocks(), resume=s.network_resume, suffix="_copy",
+                         save=s.diff_save_1st_pass or s.diff_1st_pass_only, keep=not s.diff_1st_pass_only)
+        if s.diff_1st_pass_only:
+            return [first]
+        second = second_pass_settings(self.job)
+        own_seed = second is not s and second.train_seed >= 0
+        return [first, Pass(settings=second, blocks=tuple(second.network_blocks), reseed=True,
+                            seed=second.train_seed if own_seed else None, number=2)]
+
+    def begin_pass(self, ctx, p: Pass) -> None:
+        self.phase = p.number
+        # pass 2 trains the text encoder only if it is still there (prepare frees it unless pass 1 trains it)
+        self.trains_text_encoder = p.trains_text_encoder and bool(ctx.components.text_encoders)
+
+    def end_pass(self, ctx, p: Pass) -> None:
+        if p.number == 1:
+            self.copy_fit_value = self.copy_fit(ctx)
+            log.info("pass 1: copy fit %.3f (held-out; < 1 means the copier reproduces the original)",
+                     self.copy_fit_value)
 
     def prepare(self, ctx) -> None:
         images = pairs.open_pair(self.job.original_image, self.job.target_image, self.name)
@@ -105,45 +133,3 @@ class DifferenceMode:
         cond = self.cond(ctx, grad=False)
         return quality.pair_report(ctx, self.original, self.target, cond, cond, 1.0, self.size_px, self.name,
                                    extra={"copy_fit": self.copy_fit_value}, fit="denoise")
-
-    def train(self, ctx, output, control, logs):
-        from ..networks.io import read_lora
-        from ..networks.network import resume_network
-        from ..runner import train_pass
-
-        s = ctx.settings
-        first_output = dataclasses.replace(output, suffix="_copy",
-                                           save_final=s.diff_save_1st_pass or s.diff_1st_pass_only)
-        self.phase = 1
-        if s.diff_load_1st_pass:
-            path = find_copier(s.diff_load_1st_pass, output.directory)
-            tensors, _ = read_lora(path)
-            c = ctx.components
-            ctx.network = resume_network(c.family, c.unet, c.text_encoders, tensors, str(path),
-                                         dtype=ctx.lora_dtype, device=ctx.device)
-            first = None
-            log.info("pass 1: copier loaded from %s", path)
-        else:
-            first = train_pass(ctx, self, first_output, control, logs, keep_attached=True)
-            if first.status != "finished":
-                ctx.network.detach()
-                return first
-        copier = ctx.network
-        copier.requires_grad_(False)
-        copier.multiplier = 1.0
-        try:
-            self.copy_fit_value = self.copy_fit(ctx)
-            log.info("pass 1: copy fit %.3f (held-out; < 1 means the copier reproduces the original)",
-                     self.copy_fit_value)
-            if s.diff_1st_pass_only:
-                return first
-            second = second_pass_settings(self.job)
-            seed = second.train_seed if second.train_seed >= 0 and second is not s else ctx.seed
-            ctx2 = dataclasses.replace(ctx, settings=second, seed=seed, network=None, names=ctx.names,
-                                       generator=torch.Generator(ctx.device).manual_seed(seed),
-                                       rng=random.Random(seed))
-            self.phase = 2
-            self.trains_text_encoder = BASE in second.network_blocks and self.trains_text_encoder
-            return train_pass(ctx2, self, output, control, logs)
-        finally:
-            copier.detach()

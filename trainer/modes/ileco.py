@@ -2,8 +2,9 @@
 
 On one fixed random latent at random timesteps, the LoRA'd prediction for the Original Prompt is regressed onto
 the frozen prediction for the Target Prompt (empty target = erase):  ε_LoRA(x, t, c_orig) → ε_base(x, t, c_target).
-With BASE selected the original prompt is encoded every step through the text-encoder LoRA, so that LoRA trains
-too (upstream encoded it once and saved all-zero text-encoder modules).
+With BASE selected (or `network_train_text_encoder` ticked, which iLECO's panel shows) the original prompt is
+encoded every step through the text-encoder LoRA, so that LoRA trains too (upstream encoded it once and saved
+all-zero text-encoder modules, and never read the checkbox). `network_resume` is not used (as upstream).
 """
 
 from __future__ import annotations
@@ -12,26 +13,33 @@ import logging
 
 import torch
 
-from ..engine.loop import StepOutput
+from ..engine.types import StepOutput
 from ..errors import UserError
-from ..networks.blocks import BASE
+from ..networks.blocks import BASE, BLOCK_IDS
 from . import common, quality
+from .base import Mode, Pass
 
 log = logging.getLogger(__name__)
 UNRELATED_PROMPTS = ("a photo of a dog", "a mountain landscape at sunset", "a bowl of fruit on a wooden table")
 
 
-class ILECOMode:
+class ILECOMode(Mode):
     name = "iLECO"
 
     def __init__(self, job):
-        self.job = job
-        s = job.settings
-        self.trains_text_encoder = BASE in s.network_blocks
-        self.height, self.width = s.image_size  # as given: upstream sorted them, which made H,W order meaningless
+        super().__init__(job)
+        self.height, self.width = job.settings.image_size  # as given: upstream sorted them (H,W order was lost)
         self.resolution = (self.height, self.width)
 
-    def check_inputs(self) -> None:
+    def blocks(self) -> tuple[str, ...]:
+        s = self.job.settings
+        chosen = set(s.network_blocks) | ({BASE} if s.network_train_text_encoder else set())
+        return tuple(b for b in BLOCK_IDS if b in chosen)
+
+    def passes(self) -> list[Pass]:
+        return [Pass(settings=self.job.settings, blocks=self.blocks())]
+
+    def check_inputs(self, lora_dir) -> None:
         if not self.job.original_prompt.strip():
             raise UserError("iLECO needs an Original Prompt (the concept to erase or replace)")
         if self.job.settings.network_resume:

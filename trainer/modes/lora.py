@@ -2,7 +2,8 @@
 
 prepare: find images → bucketed samples (mirror, sub-images) → latents once → captions encoded once unless the
 text encoder is trained (BASE), in which case they are encoded every step so its LoRA gets gradients.
-step: noise a batch from one bucket at random timesteps and predict.
+step: noise a batch from one bucket at random timesteps and predict; images with an alpha channel carry a
+latent-sized mask, and only their opaque part counts in the loss.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from ..data.cache import encode_latents
 from ..data.images import find_images
 from ..data.samples import bucket_counts, build_samples
 from ..engine import diffusion
-from ..engine.loop import StepOutput
+from ..engine.types import StepOutput
 from ..errors import UserError
 from ..models.conditioning import encode_prompts, sdxl_time_ids
-from ..networks.blocks import BASE
+from .base import Mode
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +33,29 @@ class Bucket:
     captions: list[str]
     hidden: torch.Tensor | None  # (N, 77, D) cached conditionings, when the text encoder is not trained
     pooled: torch.Tensor | None  # (N, P) for SDXL
+    masks: torch.Tensor | None  # (N, 1, h, w) from the alpha channels (1 = opaque); None: no image has alpha
     items: list[int]  # sample indices, repeated by image_num_multiply (and the batch size if larger)
 
 
-class LoRAMode:
+def stack_masks(masks: list[torch.Tensor | None], like: torch.Tensor) -> torch.Tensor | None:
+    """One (N, 1, h, w) mask for a bucket's samples; samples without alpha count everywhere."""
+    if all(m is None for m in masks):
+        return None
+    full = torch.ones(1, *like.shape[-2:])
+    return torch.stack([full if m is None else m for m in masks]).to(like.device)
+
+
+class LoRAMode(Mode):
     name = "LoRA"
 
     def __init__(self, job):
-        self.job = job
-        self.trains_text_encoder = BASE in job.settings.network_blocks
+        super().__init__(job)
         self.buckets: list[Bucket] = []
         self.tag_frequency: dict[str, int] = {}
         self.resolution = job.settings.image_size
         self.batches = None
 
-    def check_inputs(self) -> None:
+    def check_inputs(self, lora_dir) -> None:
         find_images(self.job.settings.lora_data_directory)
 
     def prepare(self, ctx) -> None:
@@ -68,7 +77,8 @@ class LoRAMode:
             if not self.trains_text_encoder:
                 hidden, pooled = self._encode(ctx, captions)
             items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
-            self.buckets.append(Bucket(size, latents, captions, hidden, pooled, items))
+            masks = stack_masks([x.mask for x in members], latents)
+            self.buckets.append(Bucket(size, latents, captions, hidden, pooled, masks, items))
         c.vae = None  # latents are cached; the VAE is not needed again
         if not self.trains_text_encoder:
             c.text_encoders = []  # conditionings are cached too
@@ -102,4 +112,5 @@ class LoRAMode:
                      "time_ids": sdxl_time_ids(height, width, len(rows), ctx.device, ctx.model_dtype)}
         pred = ctx.components.unet(noisy.to(ctx.model_dtype), t, hidden.to(ctx.model_dtype),
                                    added_cond_kwargs=added).sample
-        return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t)
+        mask = bucket.masks[rows] if bucket.masks is not None else None
+        return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t, mask)

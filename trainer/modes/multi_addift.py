@@ -14,11 +14,11 @@ from ..data.batches import BucketBatches, repeat_items
 from ..data.cache import encode_latents
 from ..data.images import ImageFile, caption_for, open_image
 from ..data.samples import samples_for_image
-from ..engine.loop import StepOutput
+from ..engine.types import StepOutput
 from ..errors import UserError
-from ..networks.blocks import BASE
 from . import common, pairs, quality
 from .addift import TRAIN_MULTIPLIER, addift_step
+from .base import Mode, Pass
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,18 @@ class PairBucket:
     items: list[int]
 
 
-class MultiADDifTMode:
+class MultiADDifTMode(Mode):
     name = "Multi-ADDifT"
 
     def __init__(self, job):
-        self.job = job
-        s = job.settings
-        self.trains_text_encoder = BASE in s.network_blocks
-        self.resume = s.diff_load_1st_pass or s.network_resume
-        self.resolution = s.image_size
+        super().__init__(job)
+        self.resolution = job.settings.image_size
 
-    def check_inputs(self) -> None:
+    def passes(self) -> list[Pass]:
+        s = self.job.settings
+        return [Pass(settings=s, blocks=self.blocks(), resume=s.diff_load_1st_pass or s.network_resume)]
+
+    def check_inputs(self, lora_dir) -> None:
         pairs.find_pairs(self.job.settings.lora_data_directory, self.job.settings.diff_target_name)
 
     def prepare(self, ctx) -> None:

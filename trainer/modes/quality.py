@@ -1,4 +1,5 @@
-"""Quality reports in noise-prediction space, on held-out noise and timesteps (peers §6c).
+"""Quality reports in noise-prediction space, on held-out noise and timesteps (as peer slider and erasure
+trainers measure them; the report file carries the definitions below).
 
 ε₀ is the model without the LoRA, ε_L with it at multiplier m; ‖·‖² is a mean squared difference.
 

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import UserError
 from ..models.checkpoint import open_state_dict, write_safetensors_atomic
+from ..models.devices import PRECISIONS
 from ..models.family import FAMILIES, SD1, SD2, SDXL, Family
 from .blocks import BASE, BLOCK_IDS, block_of_ldm_name
 from .compat import CompatReport, ModelNames, a1111_compvis_name, check_keys
@@ -20,7 +21,7 @@ from .metadata import addnet_hashes
 
 log = logging.getLogger(__name__)
 
-SAVE_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "model": torch.float16}
+SAVE_PRECISIONS = {**PRECISIONS, "model": torch.float16}  # "model": kohya's default, fp16
 
 
 class IncompatibleLoRA(UserError):
@@ -56,16 +57,19 @@ def save_network(
 ) -> SavedLoRA:
     """Write the network; then check it under A1111's and ComfyUI's rules and raise if any key is unmatched."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; tick save_overwrite or choose another save_lora_name")
+    exists = f"{path} already exists; tick save_overwrite or choose another save_lora_name"
+    if path.exists() and not overwrite:  # fail before the work; the exclusive write below is the guarantee
+        raise UserError(exists)
     if save_precision not in SAVE_PRECISIONS:
         raise UserError(f"save_precision {save_precision!r} is not one of {', '.join(SAVE_PRECISIONS)}")
     dtype = SAVE_PRECISIONS[save_precision]
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in network.save_tensors(strength).items()}
     metadata = dict(metadata)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = addnet_hashes(tensors, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors_atomic(tensors, path, metadata)
+    try:
+        write_safetensors_atomic(tensors, path, metadata, overwrite=overwrite)
+    except FileExistsError:  # appeared while we were writing (another run, another thread): never replaced
+        raise UserError(exists) from None
     report = None
     if names is not None:
         report = check_keys(tensors.keys(), names)

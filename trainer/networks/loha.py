@@ -50,7 +50,13 @@ def loha_class():
             return super().forward(x, *args, **kwargs)
 
         def delta_weight(self) -> torch.Tensor:
-            return self.get_diff_weight(1.0, self.shape)[0]
+            """ΔW at multiplier 1 (alpha/rank applied once; lycoris' get_diff_weight would apply it twice)."""
+            from lycoris.functional.loha import diff_weight
+
+            t1, t2 = (self.hada_t1, self.hada_t2) if self.tucker else (None, None)
+            delta = diff_weight(self.hada_w1_b, self.hada_w1_a, self.hada_w2_b, self.hada_w2_a, t1, t2,
+                                gamma=self.scale)
+            return delta.reshape(self.shape) * self.scalar
 
         def save_tensors(self, strength: float = 1.0) -> dict[str, torch.Tensor]:
             """lycoris' own key set; strength s scales w1a and w2a by √s each, so ΔW by s."""

@@ -15,8 +15,8 @@ import time
 import torch
 
 from ..models.family import Family
+from .types import network_type
 
-NETWORK_MODULE = {"lierla": "networks.lora", "c3lier": "networks.lora", "loha": "lycoris.kohya"}
 ARCHITECTURE = {
     ("sd1", False): "stable-diffusion-v1/lora",
     ("sd1", True): "stable-diffusion-v1-v/lora",
@@ -31,11 +31,11 @@ SGM_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
 def network_args(spec) -> dict:
     """kohya's `ss_network_args`: what a loader needs to rebuild the network beyond dim/alpha."""
     args = {}
-    if spec.network_type in ("c3lier", "loha"):
+    kind = network_type(spec.network_type)
+    if kind.kxk_rank:
         args["conv_dim"] = str(spec.conv_rank or spec.rank)
         args["conv_alpha"] = str(spec.conv_alpha or spec.alpha)
-    if spec.network_type == "loha":
-        args.update(algo="loha", use_tucker="True")
+    args.update(kind.fixed_args)
     if spec.element != "Full":
         args["network_element"] = spec.element
     return args
@@ -71,7 +71,7 @@ def build_metadata(
         "ss_sd_model_name": model_name,
         "ss_base_model_version": family.model_version,
         "ss_v2": family.is_sd2,
-        "ss_network_module": NETWORK_MODULE[spec.network_type],
+        "ss_network_module": network_type(spec.network_type).ss_network_module,
         "ss_network_dim": spec.rank,
         "ss_network_alpha": float(spec.alpha),
         "ss_network_args": json.dumps(network_args(spec)),

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..models.family import Family
 from .blocks import BLOCK_IDS
-from .lora import LoRAModule
-from .targets import NETWORK_TYPES, Target, all_candidates, modules_per_block, select_targets
+from .targets import Target, all_candidates, modules_per_block, select_targets
+from .types import network_type, type_of_file
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,11 @@ class NetworkSpec:
     conv_alpha: float = 0.0  # 0 → alpha
     element: str = "Full"
     blocks: tuple[str, ...] = BLOCK_IDS
-    extra: dict = field(default_factory=dict)
 
     def rank_alpha(self, target: Target) -> tuple[int, float]:
-        if target.is_kxk_conv and self.network_type != "lierla":
+        if target.is_kxk_conv and network_type(self.network_type).kxk_rank:
             return self.conv_rank or self.rank, self.conv_alpha or self.alpha
         return self.rank, self.alpha
-
-
-def adapter_class(network_type: str):
-    if network_type == "loha":
-        from .loha import loha_class
-
-        return loha_class()
-    if network_type in NETWORK_TYPES:
-        return LoRAModule
-    raise ValueError(f"unknown network_type {network_type!r}; known: {', '.join(NETWORK_TYPES)}")
 
 
 class Network(nn.Module):
@@ -132,7 +122,7 @@ def create_network(family: Family, unet, text_encoders, spec: NetworkSpec, dtype
                    device=None) -> Network:
     """Build, move and attach a new network for `spec`; logs how many layers each block got."""
     targets = select_targets(family, unet, text_encoders, spec.network_type, spec.element, spec.blocks)
-    cls = adapter_class(spec.network_type)
+    cls = network_type(spec.network_type).adapter()
     adapters = [cls(t.lora_name, t.module, *spec.rank_alpha(t)) for t in targets]
     network = Network(family, spec, adapters, targets)
     network.to(device=device or next(unet.parameters()).device, dtype=dtype)
@@ -142,17 +132,10 @@ def create_network(family: Family, unet, text_encoders, spec: NetworkSpec, dtype
     return network.attach()
 
 
-def network_type_of(tensors: dict[str, torch.Tensor], candidates: dict[str, Target]) -> str:
-    names = {k.split(".", 1)[0] for k in tensors}
-    if any(k.endswith(".hada_w1_a") for k in tensors):
-        return "loha"
-    roles = {candidates[n].role for n in names if n in candidates}
-    return "c3lier" if roles - {"attention", "text"} else "lierla"
-
-
 def resume_network(family: Family, unet, text_encoders, tensors: dict[str, torch.Tensor], source: str,
-                   dtype=torch.float32, device=None, blocks=BLOCK_IDS) -> Network:
-    """A network with exactly the modules of a saved file (rank and alpha from the file), attached."""
+                   dtype=torch.float32, device=None) -> Network:
+    """A network with exactly the modules of a saved file, attached; its spec (type, linear and k×k conv rank
+    and alpha, element, blocks) is read back from those modules, so a resumed run's metadata tells the truth."""
     from ..errors import UserError
 
     candidates = all_candidates(family, unet, text_encoders)
@@ -164,20 +147,44 @@ def resume_network(family: Family, unet, text_encoders, tensors: dict[str, torch
     if unknown:
         raise UserError(f"network_resume {source}: {len(unknown)} module(s) do not exist in this model "
                         f"(first: {unknown[0]}); was it trained for another model family?")
-    network_type = network_type_of(tensors, candidates)
-    cls = adapter_class(network_type)
-    adapters, targets = [], []
-    for name, parts in grouped.items():
-        target = candidates[name]
+    targets = [candidates[name] for name in grouped]
+    try:
+        kind = type_of_file(list(grouped.values()), {t.role for t in targets})
+    except ValueError as err:
+        raise UserError(f"network_resume {source}: {err}") from None
+    cls = kind.adapter()
+    adapters = []
+    for target, (name, parts) in zip(targets, grouped.items()):
         alpha = float(parts["alpha"]) if "alpha" in parts else None
         adapter = cls(name, target.module, cls.ranks_in(parts), alpha)
         adapter.load_tensors(parts)
         adapters.append(adapter)
-        targets.append(target)
-    ranks = sorted({a.rank for a in adapters})
-    spec = NetworkSpec(network_type=network_type, rank=ranks[-1], alpha=float(adapters[0].alpha),
-                       blocks=tuple(blocks))
-    network = Network(family, spec, adapters, targets)
+    network = Network(family, spec_of(kind.name, adapters, targets), adapters, targets)
     network.to(device=device or next(unet.parameters()).device, dtype=dtype)
-    log.info("resumed %s from %s: %d modules", network_type, source, len(adapters))
+    log.info("resumed %s from %s: %d modules", kind.name, source, len(adapters))
     return network.attach()
+
+
+def spec_of(type_name: str, adapters, targets: list[Target]) -> NetworkSpec:
+    """The spec that describes existing adapters: the most common rank/alpha of the linear (and 1×1) layers and
+    of the k×k convs (0 when there are none, as in a new spec), the attention element, the blocks present."""
+
+    def common(values, default):
+        return Counter(values).most_common(1)[0][0] if values else default
+
+    kxk = [t.is_kxk_conv and network_type(type_name).kxk_rank for t in targets]
+    linear = [(a.rank, float(a.alpha)) for a, k in zip(adapters, kxk) if not k]
+    conv = [(a.rank, float(a.alpha)) for a, k in zip(adapters, kxk) if k]
+    rank, alpha = common(linear, common(conv, (0, 0.0)))
+    conv_rank, conv_alpha = common(conv, (0, 0.0))
+    if (conv_rank, conv_alpha) == (rank, alpha):
+        conv_rank, conv_alpha = 0, 0.0  # "same as linear", as a new spec writes it
+    unet = [t.lora_name for t in targets if not t.is_text_encoder]
+    element = "Full"
+    if unet and all("attn2" in n for n in unet):
+        element = "CrossAttention"
+    elif unet and all("attn1" in n for n in unet):
+        element = "SelfAttention"
+    blocks = tuple(b for b in BLOCK_IDS if any(t.block == b for t in targets))
+    return NetworkSpec(network_type=type_name, rank=rank, alpha=alpha, conv_rank=conv_rank, conv_alpha=conv_alpha,
+                       element=element, blocks=blocks)

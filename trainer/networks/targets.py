@@ -20,9 +20,9 @@ from torch import nn
 
 from ..models import ldm_writer
 from ..models.family import Family
+from . import types
 from .blocks import BASE, BLOCK_IDS, block_of_ldm_name, check_blocks
 
-NETWORK_TYPES = ("lierla", "c3lier", "loha")
 ELEMENTS = ("Full", "CrossAttention", "SelfAttention")
 RESNET_LAYERS = ("conv1", "conv2", "time_emb_proj", "conv_shortcut")
 
@@ -117,12 +117,10 @@ def select_targets(
     blocks=BLOCK_IDS,
 ) -> list[Target]:
     """The layers a new network of `network_type` wraps, filtered by element and block selection."""
-    if network_type not in NETWORK_TYPES:
-        raise ValueError(f"unknown network_type {network_type!r}; known: {', '.join(NETWORK_TYPES)}")
+    roles = types.network_type(network_type).unet_roles
     if element not in ELEMENTS:
         raise ValueError(f"unknown network_element {element!r}; known: {', '.join(ELEMENTS)}")
     blocks = set(check_blocks(blocks))
-    roles = {"attention"} if network_type == "lierla" else {"attention", "resnet", "sampler"}
     chosen = [t for t in unet_candidates(family, unet) if t.role in roles and t.block in blocks]
     if element != "Full":
         marker = "attn2" if element == "CrossAttention" else "attn1"

@@ -3,13 +3,14 @@
 `build_tab(service, host, folders)` returns a `gr.Blocks` for the webui's `on_ui_tabs` or the standalone app. Only
 idioms that exist in both Gradio 3.41 (the webui's) and 4.x are used: `gr.update`, dict inputs/outputs, no `_js`.
 Live progress comes from javascript/traintrain.js clicking the hidden `tt_poll` button every second.
+
+The Message box shows a notice (the last action's result) above the job's status. The notice belongs to one browser
+session: it lives in a `gr.State`, every handler that sets it returns it, and every handler that shows it reads it.
 """
 
 from __future__ import annotations
 
-import datetime
 import html
-import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +19,19 @@ import gradio as gr
 
 from .. import packages, presets
 from ..errors import UserError
+from ..host.base import Host
 from ..jobs import plot
-from ..jobs.queue import QUEUE_HEADERS, queue_row
+from ..jobs.queue import QUEUE_HEADERS, job_name, queue_row
 from ..jobs.service import RunStatus, TrainingService, describe
 from ..networks.blocks import BLOCK_IDS
 from ..paths import JSON_DIR, LOGS_DIR, PRESETS_DIR
-from ..settings import BY_NAME, JOB_KEYS, MODES, Setting
+from ..settings import MODES, Setting
 from . import form as F
-
-log = logging.getLogger(__name__)
+from .estimate import memory_note
+from .uploads import IMAGE_KEYS, save_pair
 
 COLUMNS = {"required": ("req1", "req2", "req3"), "option": ("opt1", "opt2", "opt3")}
-IMAGE_KEYS = ("original image", "target image")
+PAIR_MODES = ("Difference", "ADDifT")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ def elem_id(setting: Setting, pass_no: int) -> str:
 def setting_widget(setting: Setting, value, pass_no: int, visible: bool = True):
     common = dict(label=setting.label, elem_id=elem_id(setting, pass_no), visible=visible)
     if setting.kind == "dropdown":
-        return gr.Dropdown(choices=[str(c) for c in setting.choices], value=value, interactive=True, **common)
+        return gr.Dropdown(choices=[str(c) for c in setting.choices], value=value, interactive=True,
+                           allow_custom_value=F.takes_custom_value(setting), **common)
     if setting.kind == "check":
         return gr.Checkbox(value=value, interactive=True, **common)
     if setting.kind == "blocks":
@@ -61,7 +64,7 @@ def setting_widget(setting: Setting, value, pass_no: int, visible: bool = True):
 def progress_html(status: RunStatus) -> str:
     """A bar the stylesheet draws; data-state/data-percent are read by traintrain.js."""
     text = ""
-    if status.state in ("training", "saving"):
+    if status.state == "training":
         text = f"step {status.step}/{status.total}"
     elif status.state == "loading":
         text = status.message
@@ -70,29 +73,16 @@ def progress_html(status: RunStatus) -> str:
             f'<span class="tt-progress-text">{html.escape(text)}</span></div>')
 
 
-def _save_image(image, folder: Path, stem: str) -> str:
-    """An uploaded image (PIL) → a PNG under json/images/, so queued and saved jobs can find it later."""
-    if image is None:
-        return ""
-    path = folder / f"{stem}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
-    return str(path)
-
-
 class TrainTrainTab:
     """Builds the widgets (kept by form key) and the handlers, which call the service and the plain modules."""
 
-    def __init__(self, service: TrainingService, host, folders: Folders = Folders(), tool_button=None):
+    def __init__(self, service: TrainingService, host: Host, folders: Folders = Folders(), tool_button=None):
         self.service = service
         self.host = host
         self.folders = folders
         self.tool_button = tool_button or getattr(host, "tool_button", None) or _tool_button
         self.widgets: dict[str, gr.components.Component] = {}
         self.groups: dict[str, gr.blocks.Block] = {}
-        self.notice = packages.problems()  # shown in the Message box until the first action
 
     # -- layout ------------------------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -111,7 +101,9 @@ class TrainTrainTab:
     def _train_tab(self) -> None:
         form = F.defaults()
         form["model"] = self.host.default_model()
-        self.message = gr.Textbox(label="Message", value=self._text(), lines=2, interactive=False,
+        first = packages.problems()  # what is not installed: every session's notice starts as this
+        self.notice = gr.State(first)  # this browser session's notice
+        self.message = gr.Textbox(label="Message", value=self._text(first), lines=2, interactive=False,
                                   elem_id="tt_message")
         self.progress = gr.HTML(progress_html(self.service.status()), elem_id="tt_progress")
         with gr.Row():
@@ -182,9 +174,9 @@ class TrainTrainTab:
             self.queue_name = gr.Textbox(label="Name of Queue to delete", elem_id="tt_queue_name")
         self.queue_table = gr.Dataframe(headers=QUEUE_HEADERS, value=self._queue_rows(), interactive=False,
                                         elem_id="tt_queue_table")
-        self.queue_reload.click(self._guard(self._on_queue_reload), None, [self.message, self.queue_table])
-        self.queue_delete.click(self._guard(self._on_queue_delete), [self.queue_name],
-                                [self.message, self.queue_table])
+        said = [self.notice, self.message]
+        self.queue_reload.click(self._guard(self._on_queue_reload), [self.notice], [*said, self.queue_table])
+        self.queue_delete.click(self._guard(self._on_queue_delete), [self.queue_name], [*said, self.queue_table])
 
     def _plot_tab(self) -> None:
         with gr.Row():
@@ -192,7 +184,8 @@ class TrainTrainTab:
             self.plot_name = gr.Textbox(label="Name of logfile, blank for last or current training",
                                         elem_id="tt_plot_name")
         self.plot = gr.Plot(elem_id="tt_plot")
-        self.plot_reload.click(self._guard(self._on_plot), [self.plot_name], [self.message, self.plot], queue=False)
+        self.plot_reload.click(self._guard(self._on_plot), [self.notice, self.plot_name],
+                               [self.notice, self.message, self.plot], queue=False)
 
     def _image_tab(self) -> None:
         gr.Markdown("**Rotate random angle and scaling**")
@@ -222,51 +215,61 @@ class TrainTrainTab:
     def _wire_train(self) -> None:
         form_inputs = set(self.widgets.values()) | set(self.images.values())
         all_form = list(self.widgets.values())
+        said = [self.notice, self.message]  # every guarded handler may set the notice (an error at least)
         status_outputs = [self.message, self.progress, self.start, self.stop, self.stop_save]
-        self.start.click(self._guard(self._on_start), form_inputs, status_outputs)
-        self.add_queue.click(self._guard(self._on_add_queue), form_inputs, status_outputs)
-        self.stop.click(self._guard(lambda: self._on_stop(False)), None, status_outputs, queue=False)
-        self.stop_save.click(self._guard(lambda: self._on_stop(True)), None, status_outputs, queue=False)
-        self.poll.click(self._on_poll, None, status_outputs, queue=False)
+        self.start.click(self._guard(self._on_start), form_inputs, [self.notice, *status_outputs])
+        self.add_queue.click(self._guard(self._on_add_queue), form_inputs, [self.notice, *status_outputs])
+        self.stop.click(self._guard(lambda: self._on_stop(False)), None, [self.notice, *status_outputs],
+                        queue=False)
+        self.stop_save.click(self._guard(lambda: self._on_stop(True)), None, [self.notice, *status_outputs],
+                             queue=False)
+        # reads the notice and never writes it, so a poll cannot put back a notice that a click just replaced
+        self.poll.click(self._on_poll, [self.notice], status_outputs, queue=False)
 
         visible_outputs = [self.widgets[k] for k in F.visibility("LoRA") if k in self.widgets]
         visible_outputs += list(self.groups.values())
         self.widgets["mode"].change(self._on_mode, [self.widgets["mode"]], visible_outputs, queue=False)
 
-        fill_outputs = [self.message, *all_form, *self.groups.values()]
+        fill_outputs = [*said, *all_form, *self.groups.values()]
         self.preset_load.click(self._guard(self._on_preset_load), [self.preset], fill_outputs)
         self.json_load.click(self._guard(self._on_json_load), [self.json_name], fill_outputs)
-        self.preset_save.click(self._guard(self._on_preset_save), form_inputs, [self.message, self.preset])
-        self.preset_refresh.click(self._guard(self._on_preset_refresh), None, [self.message, self.preset])
-        self.model_refresh.click(self._guard(self._on_model_refresh), None, [self.message, self.widgets["model"]])
-        self.vae_refresh.click(self._guard(self._on_vae_refresh), None, [self.message, self.widgets["vae"]])
+        self.preset_save.click(self._guard(self._on_preset_save), form_inputs, [*said, self.preset])
+        self.preset_refresh.click(self._guard(self._on_preset_refresh), None, [*said, self.preset])
+        self.model_refresh.click(self._guard(self._on_model_refresh), None, [*said, self.widgets["model"]])
+        self.vae_refresh.click(self._guard(self._on_vae_refresh), None, [*said, self.widgets["vae"]])
         first = {self.widgets[F.field(1, s.name)] for s in F.SECOND_PASS}
         second = [self.widgets[F.field(2, s.name)] for s in F.SECOND_PASS]
-        self.copy_first.click(self._guard(self._on_copy), first, [self.message, *second])
+        self.copy_first.click(self._guard(self._on_copy), first, [*said, *second])
 
     def _guard(self, handler):
-        """The one boundary for user errors: a one-line message in the Message box, nothing else changes."""
+        """The one boundary for user errors: a one-line notice in this session's Message box, nothing else changes."""
 
         def run(*args):
             try:
                 return handler(*args)
             except UserError as err:
-                self.notice = f"Error: {err}"
-                return {self.message: self._text()}
+                return self._say(f"Error: {err}")
 
         return run
 
     # -- handlers ----------------------------------------------------------------------------------------------------
-    def _text(self, status: RunStatus | None = None) -> str:
+    def _text(self, notice: str, status: RunStatus | None = None) -> str:
         text = describe(status or self.service.status())
-        return f"{self.notice}\n{text}" if self.notice else text
+        return f"{notice}\n{text}" if notice else text
 
-    def _status_updates(self) -> dict:
+    def _say(self, notice: str) -> dict:
+        """Set this session's notice and show it."""
+        return {self.notice: notice, self.message: self._text(notice)}
+
+    def _status_updates(self, notice: str) -> dict:
         status = self.service.status()
         busy = status.busy
-        return {self.message: self._text(status), self.progress: progress_html(status),
+        return {self.message: self._text(notice, status), self.progress: progress_html(status),
                 self.start: gr.update(interactive=not busy), self.stop: gr.update(interactive=busy),
                 self.stop_save: gr.update(interactive=busy)}
+
+    def _say_with_status(self, notice: str) -> dict:
+        return {self.notice: notice, **self._status_updates(notice)}
 
     def _form(self, values: dict) -> dict:
         by_component = {component: key for key, component in self.widgets.items()}
@@ -278,61 +281,32 @@ class TrainTrainTab:
             raise UserError(f"cannot train: {', '.join(required)} is not installed (see install.py)")
         form = self._form(values)
         job = F.job_from_form(form)  # validates before any image is written
-        images = {}
-        if form["mode"] in ("Difference", "ADDifT"):
-            stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-            folder = self.folders.json / "images" / stamp[:8]
-            name = job.settings.save_lora_name or "untitled"
-            images = {key: _save_image(values.get(self.images[key]), folder, f"{name}-{stamp}-{key.split()[0]}")
-                      for key in IMAGE_KEYS}
-            missing = [key for key, path in images.items() if not path]
-            if missing:
-                raise UserError(f"{form['mode']} needs both images: upload the {' and the '.join(missing)}")
+        if form["mode"] in PAIR_MODES:
+            images = save_pair({key: values.get(self.images[key]) for key in IMAGE_KEYS}, self.folders.json,
+                               job_name(job), form["mode"])
             job = F.job_from_form(form, images)
         return job
 
     def _on_start(self, values: dict) -> dict:
         job = self._job(values)
-        self.notice = self.service.start(job) + self._memory_note(job)
-        return self._status_updates()
-
-    def _memory_note(self, job) -> str:
-        """The engine's estimate of the memory the run needs (safetensors checkpoints: header only, no tensor read)."""
-        from ..engine.memory import estimate, parameter_counts
-
-        try:
-            path = self.host.resolve(job.model)
-            if not path:
-                from ..demo_assets import ensure_demo_model
-
-                path = str(ensure_demo_model())
-            if not path.endswith(".safetensors"):
-                return ""
-            total = estimate(parameter_counts(path), job.settings, str(self.host.device))["total_gib"]
-        except (UserError, OSError, ValueError, KeyError) as err:  # the job itself will report a bad file
-            log.info("no memory estimate: %s", err)
-            return ""
-        where = "GPU memory" if torch_device_type(self.host.device) == "cuda" else "memory"
-        return f" It needs about {total:.1f} GiB of {where} (estimate)."
+        return self._say_with_status(self.service.start(job) + memory_note(job, self.host))
 
     def _on_add_queue(self, values: dict) -> dict:
-        self.notice = self.service.enqueue(self._job(values))
-        return self._status_updates()
+        return self._say_with_status(self.service.enqueue(self._job(values)))
 
     def _on_stop(self, save: bool) -> dict:
-        self.notice = self.service.stop(save)
-        return self._status_updates()
+        return self._say_with_status(self.service.stop(save))
 
-    def _on_poll(self) -> dict:
-        return self._status_updates()
+    def _on_poll(self, notice: str) -> dict:
+        return self._status_updates(notice)
 
-    def _on_mode(self, mode: str) -> list:
+    def _on_mode(self, mode: str) -> dict:
         shown = F.visibility(mode)
-        return [gr.update(visible=shown[k]) for k in shown if k in self.widgets] + \
-               [gr.update(visible=shown[k]) for k in self.groups]
+        widgets = {**self.widgets, **self.groups}
+        return {widgets[key]: gr.update(visible=visible) for key, visible in shown.items() if key in widgets}
 
     def _fill(self, data: dict, source: str) -> dict:
-        form = F.form_from_json(data)
+        form, problems = F.form_from_json(data)
         shown = F.visibility(form["mode"])
         updates = {}
         for key, component in self.widgets.items():
@@ -343,9 +317,7 @@ class TrainTrainTab:
         if not form["model"]:  # upstream presets leave it empty: keep the dropdown's default model
             updates[self.widgets["model"]] = gr.update(value=self.host.default_model())
         updates.update({group: gr.update(visible=shown[key]) for key, group in self.groups.items()})
-        unknown = sorted(k for k in data if k not in BY_NAME and k not in JOB_KEYS)
-        self.notice = f"Loaded {source}." + (f" Ignored unknown settings: {', '.join(unknown)}" if unknown else "")
-        updates[self.message] = self._text()
+        updates.update(self._say("\n".join([f"Loaded {source}.", *problems])))
         return updates
 
     def _on_preset_load(self, name: str) -> dict:
@@ -360,19 +332,18 @@ class TrainTrainTab:
         name = job.settings.save_lora_name
         path = presets.save_preset(name, F.json_from_form(self._form(values)), job.settings.save_overwrite,
                                    self.folders.presets)
-        self.notice = f"Saved preset {path}"
-        return {self.message: self._text(),
+        return {**self._say(f"Saved preset {path}"),
                 self.preset: gr.update(choices=presets.preset_names(self.folders.presets), value=path.stem)}
 
     def _on_preset_refresh(self) -> dict:
         return {self.preset: gr.update(choices=presets.preset_names(self.folders.presets))}
 
     def _on_model_refresh(self) -> dict:
-        models = getattr(self.host, "refresh_models", self.host.models)()
+        models = self.host.refresh_models()
         return {self.widgets["model"]: gr.update(choices=models)}
 
     def _on_vae_refresh(self) -> dict:
-        vaes = getattr(self.host, "refresh_vaes", self.host.vaes)()
+        vaes = self.host.refresh_vaes()
         return {self.widgets["vae"]: gr.update(choices=vaes)}
 
     def _on_copy(self, values: dict) -> dict:
@@ -382,25 +353,20 @@ class TrainTrainTab:
     def _queue_rows(self) -> list[list[str]]:
         return [queue_row(job) for job in self.service.queue.jobs()] or [[""] * len(QUEUE_HEADERS)]
 
-    def _on_queue_reload(self) -> dict:
-        return {self.queue_table: self._queue_rows(), self.message: self._text()}
+    def _on_queue_reload(self, notice: str) -> dict:
+        return {self.queue_table: self._queue_rows(), self.message: self._text(notice)}
 
     def _on_queue_delete(self, name: str) -> dict:
-        self.notice = self.service.delete(name)
-        return {self.queue_table: self._queue_rows(), self.message: self._text()}
+        return {**self._say(self.service.delete(name)), self.queue_table: self._queue_rows()}
 
-    def _on_plot(self, name: str) -> dict:
+    def _on_plot(self, notice: str, name: str) -> dict:
         status = self.service.status()
         if not str(name or "").strip() and status.history:
             series, title = plot.series_from_history(status.history), f"Training Result: {status.name}"
         else:
             path = plot.find_log(name, self.folders.logs)
             series, title = plot.series_from_log(path), f"Training Result: {path.stem}"
-        return {self.plot: plot.loss_figure(series, title), self.message: self._text()}
-
-
-def torch_device_type(device) -> str:
-    return getattr(device, "type", str(device).split(":")[0])
+        return {self.plot: plot.loss_figure(series, title), self.message: self._text(notice)}
 
 
 def _tool_button(value: str, elem_id: str):
@@ -439,5 +405,5 @@ def _guard_one(handler):
     return run
 
 
-def build_tab(service: TrainingService, host, folders: Folders = Folders(), tool_button=None) -> gr.Blocks:
+def build_tab(service: TrainingService, host: Host, folders: Folders = Folders(), tool_button=None) -> gr.Blocks:
     return TrainTrainTab(service, host, folders, tool_button).build()

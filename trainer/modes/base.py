@@ -1,0 +1,80 @@
+"""The mode contract. The runner calls, in order:
+
+    mode = Mode(job)
+    mode.check_inputs(lora_dir)      before anything loads: every input check that needs no model
+    mode.prepare(ctx)                cache what the steps use (latents, conditionings); free what they don't
+    for p in mode.passes():          plain data: which network each pass trains (or loads), and where it goes
+        mode.begin_pass(ctx, p)
+        ... the runner attaches p's network; the engine calls mode.step(ctx, i) p.settings.train_iterations times
+        mode.end_pass(ctx, p)        after a finished pass (Difference measures its copier here)
+    mode.quality_report(ctx)         after the last pass, before its final save (None: no report)
+
+A mode never drives the engine or the runner itself; `StepOutput` and `TrainContext` are all it needs of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.types import StepOutput, TrainContext
+from ..networks.blocks import BASE
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One network: trained by one engine run, or only loaded from `resume` (`train=False`)."""
+
+    settings: object  # settings.Settings of this pass
+    blocks: tuple[str, ...]  # the network_blocks it trains (a mode may drop BASE)
+    resume: str = ""  # start from this saved LoRA instead of a new network
+    train: bool = True
+    suffix: str = ""  # of the output file name ("_copy": Difference's copier)
+    save: bool = True  # write the final file; False: a later pass uses the network, nobody keeps it
+    keep: bool = False  # after the pass: freeze the network at multiplier 1 and keep it on under later passes
+    reseed: bool = False  # start fresh generators from `seed` (else the previous pass's carry on)
+    seed: int | None = None  # None: the job's seed
+    number: int = 1  # 1-based, for logs and the CSV file name
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        return BASE in self.blocks
+
+
+class Mode:
+    """Defaults for every hook; a mode overrides `prepare` and `step` and what else it needs."""
+
+    name = ""
+    resolution: tuple[int, int] | None = None  # (height, width) for the metadata; None: the family's
+    tag_frequency: dict | None = None  # caption tags → count (`ss_tag_frequency`)
+
+    def __init__(self, job):
+        self.job = job
+        self.trains_text_encoder = BASE in self.blocks()
+
+    def blocks(self) -> tuple[str, ...]:
+        """The blocks the (first) network trains."""
+        return tuple(self.job.settings.network_blocks)
+
+    def check_inputs(self, lora_dir: Path) -> None:
+        """Refuse bad inputs (UserError, one line) before any model is loaded."""
+
+    def prepare(self, ctx: TrainContext) -> None:
+        raise NotImplementedError
+
+    def passes(self) -> list[Pass]:
+        """One pass with the job's settings, continuing `network_resume` when it is set."""
+        s = self.job.settings
+        return [Pass(settings=s, blocks=self.blocks(), resume=s.network_resume)]
+
+    def begin_pass(self, ctx: TrainContext, p: Pass) -> None:
+        """Called before the pass's network is attached."""
+
+    def step(self, ctx: TrainContext, index: int) -> StepOutput:
+        raise NotImplementedError
+
+    def end_pass(self, ctx: TrainContext, p: Pass) -> None:
+        """Called after a pass that finished all its steps."""
+
+    def quality_report(self, ctx: TrainContext) -> dict | None:
+        return None
