@@ -370,10 +370,11 @@ def test_multi_addift_without_pairs(mode_job, tmp_path):
     folder.mkdir()
     draw(folder / "x.png", 10)
     job, host = mode_job("ADDifT_Action_SD1.5", mode="Multi-ADDifT", lora_data_directory=str(folder),
-                         diff_target_name="_after")
+                         diff_target_name="_after", image_min_length="64")
     with pytest.raises(UserError, match="no pairs in"):
         run_job(job, host)
-    job, host = mode_job("ADDifT_Action_SD1.5", mode="Multi-ADDifT", lora_data_directory=str(folder))
+    job, host = mode_job("ADDifT_Action_SD1.5", mode="Multi-ADDifT", lora_data_directory=str(folder),
+                         image_min_length="64")
     with pytest.raises(UserError, match="diff_target_name is empty"):
         run_job(job, host)
     assert not (tmp_path / "out").exists()

@@ -291,7 +291,7 @@ def test_crash_mid_write_leaves_no_file(components, tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", crashing_save)
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(UserError, match="crash.safetensors not written: disk full"):
             save_network(network, tmp_path / "crash.safetensors", metadata=metadata_for(spec, c))
     finally:
         network.detach()

@@ -45,8 +45,11 @@ def cmd_inspect(args) -> int:
 
     report = inspect_lora(args.lora, model=args.model, family_name=args.family)
     print(json.dumps(report, indent=2, ensure_ascii=False))
-    unmatched = report["unmatched"]
-    return 1 if any(unmatched.values()) else 0
+    unmatched, non_finite = report["unmatched"], report["non_finite"]
+    if non_finite["count"]:
+        print(f"warning: {non_finite['count']} tensor(s) are not finite (NaN or infinite), first: "
+              f"{non_finite['keys'][0]}; the file is broken", file=sys.stderr)
+    return 1 if any(unmatched.values()) or non_finite["count"] else 0
 
 
 DEMO_OVERRIDES = ["train_iterations=60", "image_size(height, width)=64", "image_min_length=64",
@@ -60,7 +63,7 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from .demo_assets import ensure_sample_images
-    from .engine.control import JobControl
+    from .engine.control import Event, JobControl, Status
     from .host.standalone import StandaloneHost
     from .paths import PRESETS_DIR
     from .runner import run_job
@@ -69,12 +72,7 @@ def cmd_train(args) -> int:
     assignments = list(args.set or [])
     if args.config:
         config = Path(args.config)
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{config}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{config}: not valid JSON ({err})") from None
+        data = read_config(config)
     else:
         config = PRESETS_DIR / "LoRA.json"
         data = json.loads(config.read_text(encoding="utf-8"))
@@ -89,13 +87,43 @@ def cmd_train(args) -> int:
         print(f"warning: {config} has settings this version does not know (ignored): {', '.join(unknown)}",
               file=sys.stderr)
     host = StandaloneHost(**({"lora_dir": Path(args.output_dir)} if args.output_dir else {}))
-    control = JobControl()
-    signal.signal(signal.SIGINT, lambda *_: control.request_stop(save=True))  # Ctrl-C: stop and save
+    training = []
+    control = JobControl(on_event=lambda event: training.append(True) if event["kind"] == Event.STEP else None)
+
+    def on_ctrl_c(*_):
+        if not training:  # still loading or caching: nothing to save, stop now
+            raise KeyboardInterrupt
+        control.request_stop(save=True)  # training: stop after this step and save
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
     result = run_job(job, host, control)
     print(result.message)
     if result.path:
         print(result.path)
-    return 0
+    return 0 if result.status == Status.FINISHED else 130  # a run Ctrl-C stopped did not finish
+
+
+def read_config(path: Path) -> dict:
+    """A settings JSON, or one line saying why it is not one."""
+    import json
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder; give a settings JSON file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; a settings file is JSON") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a settings file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of settings, not a {type(data).__name__}")
+    return data
 
 
 def cmd_ui(args) -> int:

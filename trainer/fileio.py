@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
+import secrets
+import socket
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _read_umask() -> int:
@@ -31,6 +37,11 @@ def _read_umask() -> int:
 
 UMASK = _read_umask()
 TEMP_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
+HOST = socket.gethostname()
+# `.<name>.<pid>-<random>.tmp`: the writer's pid, so a later run can tell a killed writer's temp file from a live one's
+_TEMP_NAME = re.compile(r"^\..*\.(\d+)-[a-z0-9_]{4,}" + re.escape(TEMP_SUFFIX) + "$", re.DOTALL)
+STALE_TEMP_AGE_S = 60  # and untouched this long: a writer on another machine sharing the folder keeps its file
 
 
 @contextlib.contextmanager
@@ -41,7 +52,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True):
     On any error the temporary file is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{_short(path.name)}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{_short(path.name)}.{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -91,6 +102,147 @@ def _create_exclusive(tmp: Path, path: Path) -> None:
     except BaseException:
         path.unlink(missing_ok=True)  # the empty reservation is ours
         raise
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (True when unsure: a lock is then kept, never stolen)."""
+    if pid <= 0:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process on Windows
+        import ctypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.get_last_error() == 5  # access denied: it exists
+        try:
+            code = ctypes.c_ulong()
+            return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files `atomic_path` left in `folder` when its writer was killed (its pid is gone, and the
+    file has not changed for a minute); those of live writers stay. Returns what was removed."""
+    import time
+
+    removed, now = [], time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or pid_alive(int(match.group(1))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > STALE_TEMP_AGE_S:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+                log.info("removed %s (left by a writer that was stopped)", entry.path)
+        except OSError:
+            pass
+    return removed
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}{LOCK_SUFFIX}")
+
+
+class Reservation:
+    """An output name held by one job: the lock file `.<name>.lock` beside it, holding `pid host token`."""
+
+    def __init__(self, path: Path, lock: Path, content: str, created: list[Path]):
+        self.path, self.lock, self._content, self._created = path, lock, content, created
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours, and the folders the reservation made if they stayed empty."""
+        try:
+            if self.lock.read_text(encoding="utf-8") == self._content:
+                self.lock.unlink()
+        except OSError:
+            pass
+        for folder in self._created:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def reserve_name(path: str | os.PathLike) -> Reservation:
+    """Reserve the output `path` for this job: create its lock file exclusively (the content is whole when the
+    name appears: written to a temp file, then linked). A lock whose process is gone (same host) is taken over.
+    UserError when another live job holds it, or the folder cannot be written."""
+    from .errors import UserError
+
+    path = Path(path)
+    lock = lock_path(path)
+    content = f"{os.getpid()} {HOST} {secrets.token_hex(8)}\n"
+    created = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(5):
+            try:
+                write_text_atomic(lock, content, overwrite=False)
+                return Reservation(path, lock, content, created)
+            except FileExistsError:
+                pass
+            held = _read(lock)
+            if held is None:
+                continue  # released meanwhile: try again
+            if not _stale(held):
+                pid = held.split()[0] if held.split() else "?"
+                raise UserError(f"another job is writing {path} (process {pid}; if none is, delete {lock}); "
+                                f"choose another save_lora_name")
+            _take_over(lock, held)
+    except OSError as err:
+        raise UserError(f"cannot write in {path.parent} ({err.strerror or err})") from None
+    raise UserError(f"cannot reserve {path}: its lock {lock} keeps changing; try again")
+
+
+def _read(lock: Path) -> str | None:
+    try:
+        return lock.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _stale(content: str) -> bool:
+    parts = content.split()
+    if len(parts) < 2 or not parts[0].isdigit():
+        return False  # not ours to judge: kept
+    return parts[1] == HOST and not pid_alive(int(parts[0]))
+
+
+def _take_over(lock: Path, stale: str) -> None:
+    """Move the stale lock aside (atomic), and put it back if what was moved is not the stale one (another job
+    took it over first)."""
+    aside = lock.with_name(f"{lock.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return
+    try:
+        if _read(aside) != stale:
+            with contextlib.suppress(OSError):
+                os.link(aside, lock)
+    finally:
+        aside.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:

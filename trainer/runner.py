@@ -17,18 +17,19 @@ from pathlib import Path
 
 import torch
 
+from . import preflight
 from .engine.control import Event, JobControl, Status
 from .engine.loop import run_engine
-from .engine.saving import save_lora
+from .engine.saving import last_good_file, save_lora
 from .engine.types import Output, Result, TrainContext, Trained, save_points
 from .errors import UserError
-from .fileio import write_json_atomic
+from .fileio import remove_stale_temps, reserve_name, write_json_atomic
 from .host.base import Host
 from .jobs.logs import LossLog, csv_path
 from .models.devices import PRECISIONS
 from .modes.base import Mode, Pass
 from .modes.registry import mode_class
-from .networks.io import read_lora
+from .networks.io import NonFiniteTensors, read_lora
 from .networks.network import Network, NetworkSpec, create_network, resume_network
 from .paths import JSON_DIR
 from .reports import headline_metadata, report_summary, write_report
@@ -91,6 +92,27 @@ def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: P
     for p in passes:
         check_outputs(pass_output(base, p), p)
         check_resume(p)
+    preflight_checks(job, host, passes, base.directory)
+    remove_stale_temps(base.directory)  # left by a run that was killed while saving
+    with reserve_name(base.path()):  # a second job of this name is refused here, until this one ends
+        return _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir)
+
+
+def preflight_checks(job: Job, host: Host, passes: list[Pass], lora_dir: Path) -> None:
+    """What else can be refused before loading: the folder, each pass's optimizer/schedule and resume family,
+    and whether the job fits the device's memory."""
+    preflight.check_output_dir(lora_dir)
+    model = preflight.model_file(job, host)
+    for p in passes:
+        preflight.check_resume_family(p.resume, model)
+        if p.train:
+            preflight.check_optimizer(p.settings)
+            preflight.check_memory(p.settings, model, torch.device(host.device))
+
+
+def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: Output, passes: list[Pass],
+                  logs_dir: Path | None, json_dir: Path | None) -> Result:
+    s = job.settings
     started = datetime.datetime.now()
     if s.save_as_json:
         log.info("settings saved to %s", save_job_json(job, started, json_dir or JSON_DIR))
@@ -202,7 +224,11 @@ def run_pass(ctx: TrainContext, mode: Mode, p: Pass, output: Output, control: Jo
         output.extra_metadata.update(headline_metadata(report))
     path = None
     if p.save and p.train:
-        path = save_lora(ctx, output, trained.optimizer, trained.steps, started_at)
+        try:
+            path = save_lora(ctx, output, trained.optimizer, trained.steps, started_at)
+        except NonFiniteTensors as err:
+            raise UserError(f"{err} (after step {trained.steps}; {last_good_file(output, p.settings, trained.steps)})"
+                            ) from None
         if report is not None:
             write_report(report, path)
     message = f"Successfully created {path}" if path else f"Finished {trained.steps} steps (not saved)"

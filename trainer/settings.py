@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import enum
+import math
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -250,6 +251,8 @@ def _number(setting: Setting, value, kind):
     except (TypeError, ValueError):
         what = "a whole number" if kind == INT else "a number"
         raise UserError(f"{setting.name}: {value!r} is not {what}") from None
+    if not math.isfinite(number):
+        raise UserError(f"{setting.name}: {value!r} must be a finite number")
     if setting.positive and not number > 0:
         raise UserError(f"{setting.name}: {value!r} must be greater than 0")
     if setting.minimum is not None and number < setting.minimum:
@@ -314,7 +317,14 @@ def _choice(setting: Setting, value) -> str:
 
 
 def _blocks(setting: Setting, value) -> tuple[str, ...]:
-    items = [b.strip() for b in value.split(",")] if isinstance(value, str) else list(value or [])
+    if isinstance(value, str):
+        items = [b.strip() for b in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(b, str) for b in value):
+        items = list(value)
+    elif value is None:
+        items = []
+    else:
+        raise UserError(f"{setting.name}: {value!r} is not a list of block names")
     unknown = [b for b in items if b not in BLOCK_IDS]
     if unknown:
         raise UserError(f"{setting.name}: unknown block(s) {unknown}; known: {', '.join(BLOCK_IDS)}")
@@ -379,7 +389,7 @@ class Settings:
 
 def validate(raw: dict | None = None, mode: str | None = None) -> Settings:
     """Raw widget values by upstream name (missing → default) → Settings, plus the cross-field rules (`mode`
-    None: every mode's rules)."""
+    None: the rules of every mode, but for image_min_length ≤ image_size, which only a bucketing mode needs)."""
     raw = dict(raw or {})
     full = {s.name: raw.get(s.name, s.default) for s in TABLE}
     values = {s.key: cast(s, full[s.name]) for s in TABLE}
@@ -391,10 +401,34 @@ def validate(raw: dict | None = None, mode: str | None = None) -> Settings:
     uses_buckets = mode is None or mode in ("LoRA", "Multi-ADDifT")
     if uses_buckets and values["image_buckets_step"] <= 0:
         raise UserError("image_buckets_step: 0 is not a bucket step; choose 64 or more")
+    seed = values["train_seed"]
+    if not -1 <= seed <= SEED_MAX:
+        raise UserError(f"train_seed: {seed} is out of range; use -1 (pick one) or 0 … {SEED_MAX}")
+    if mode in ("LoRA", "Multi-ADDifT") and values["image_min_length"] > max(values["image_size"]):
+        height, width = values["image_size"]
+        raise UserError(f"image_min_length: {values['image_min_length']} is larger than image_size {height}x{width}; "
+                        f"no bucket could have that side")
+    check_output_name(values["save_lora_name"])
     if values["train_model_precision"] == "int8":
         raise UserError("train_model_precision: int8 is for DiT models, which this trainer does not train; "
                         "choose fp16, bf16 or fp32")
     return Settings(values, full, mode)
+
+
+SEED_MAX = 2**64 - 1  # the largest seed torch's generators take
+NAME_BYTES_MAX = 200  # a file name is at most 255 bytes; room for "_copy_<N>steps.safetensors" and temp names
+
+
+def check_output_name(name: str) -> None:
+    """save_lora_name must be a plain, portable file name: no path separators, no ':' (Windows streams), no control
+    characters (NUL, new lines), not too long for the file system once suffixed."""
+    bad = sorted({c for c in name if c in '/\\:' or ord(c) < 32})
+    if bad or name.strip() in ("..", "."):
+        shown = ", ".join(repr(c) for c in bad) or repr(name)
+        raise UserError(f"save_lora_name: {name!r} must be a plain file name (not allowed: {shown})")
+    if len(name.encode("utf-8")) > NAME_BYTES_MAX:
+        raise UserError(f"save_lora_name: {len(name.encode('utf-8'))} bytes is too long for a file name "
+                        f"(at most {NAME_BYTES_MAX})")
 
 
 # -- JSON (upstream's format) and the job ---------------------------------------------------------------------

@@ -45,7 +45,10 @@ def find_images(folder: str | os.PathLike, setting: str = "lora_data_directory")
         dirs.sort()
         for name in sorted(files):
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(ImageFile(Path(root) / name))
+                path = Path(root) / name
+                if not path.is_file():  # a FIFO or a device would block or stream forever when opened
+                    raise UserError(f"{setting}: {path} is not a regular file; remove it from the folder")
+                found.append(ImageFile(path))
     if not found:
         raise UserError(f"{setting}: no images in {folder} (looked for {' '.join(IMAGE_EXTENSIONS)})")
     return found
@@ -71,16 +74,62 @@ def caption_for(image: ImageFile, trigger: str, use_filename: bool) -> str:
     return ", ".join(p for p in (trigger.strip(), body) if p)
 
 
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+WIDE_GREY_MODES = ("I", "F") + tuple(m for m in ("I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32B"))
+
+
 def open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    """The image as 8-bit RGBA when it has transparency (an alpha channel or a `transparency` colour), else RGB.
+
+    Wide greyscale is scaled by its real range, not clipped: 16-bit (I;16*, and "I" holding values up to 65535, as a
+    16-bit PNG opens on some Pillow versions) keeps the top 8 bits; other "I" data is scaled by its maximum; float
+    ("F") is taken as [0, 1] when its maximum is at most 1, else clipped to [0, 255]. A file Pillow cannot open or
+    convert is refused in one line naming it."""
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGBA") if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info \
-                else img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read the image ({str(err).splitlines()[0][:120]})") from None
+            if img.mode in WIDE_GREY_MODES or img.mode.startswith("I;"):
+                return _wide_grey_to_8_bit(img)
+            if img.mode in ALPHA_MODES or "transparency" in img.info:
+                return img.convert("RGBA")
+            return img.convert("RGB")
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - decoders raise many types on hostile files; all mean "unreadable"
+        detail = (str(err).splitlines() or [""])[0][:120] or type(err).__name__
+        raise UserError(f"{path}: cannot read the image ({detail})") from None
+
+
+def _wide_grey_to_8_bit(img):
+    import numpy as np
+    from PIL import Image
+
+    data = np.asarray(img)
+    if data.ndim != 2:
+        raise ValueError(f"unsupported image mode {img.mode}")
+    if img.mode == "F" or data.dtype.kind == "f":
+        values = np.nan_to_num(data.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        finite_max = float(values.max()) if values.size else 0.0
+        if finite_max <= 1.0:
+            values = values * 255.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    else:
+        values = data.astype(np.int64)
+        top = int(values.max()) if values.size else 0
+        if top <= 65535:
+            grey = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        else:
+            grey = np.clip(np.rint(np.clip(values, 0, None) * (255.0 / top)), 0, 255).astype(np.uint8)
+    rgb = Image.fromarray(grey, "L").convert("RGB")
+    transparent = img.info.get("transparency")
+    if isinstance(transparent, (int, float)) and not isinstance(transparent, bool):
+        alpha = np.where(data == transparent, 0, 255).astype(np.uint8)
+        rgba = rgb.convert("RGBA")
+        rgba.putalpha(Image.fromarray(alpha, "L"))
+        return rgba
+    return rgb
 
 
 def fit_to_bucket(img, width: int, height: int, disable_upscale: bool = False):

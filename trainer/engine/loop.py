@@ -12,11 +12,12 @@ import time
 import torch
 
 from ..errors import UserError
+from ..networks.io import NonFiniteTensors
 from . import diffusion
 from .control import Event, JobControl, Status
 from .loss import min_snr_weight, per_sample_loss
 from .optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
-from .saving import save_lora
+from .saving import last_good_file, save_lora
 from .types import Output, TrainContext, Trained, save_points
 
 
@@ -45,14 +46,27 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
     t0 = time.perf_counter()
     progress = _progress_bar(iterations)
     step = 0
-    status, stop_path = Status.FINISHED, None
+    status, stop_path, saved_at = Status.FINISHED, None, None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def diverged(what: str) -> UserError:
+        return UserError(f"training diverged at step {step} ({what}); {last_good_file(output, s, step)}; "
+                         f"lower train_learning_rate or use fp32/bf16 precision")
+
+    def save(suffix_steps: int):
+        try:
+            return save_lora(ctx, output, optimizer, step, started_at, suffix_steps=suffix_steps)
+        except NonFiniteTensors as err:
+            raise UserError(f"{err} (step {step}; {last_good_file(output, s, step)})") from None
+
     try:
         for step in range(1, iterations + 1):
             lrs = current_lrs(scheduler, optimizer)  # the rates this step trains at (read before it steps them)
-            loss_value = train_step(ctx, mode, step - 1, optimizer, scheduler, scaler)
+            loss_value, weights_finite = train_step(ctx, mode, step - 1, optimizer, scheduler, scaler, params)
             if not math.isfinite(loss_value):
-                raise UserError(f"the loss became {loss_value} at step {step}; lower train_learning_rate or use "
-                                f"fp32/bf16 precision")
+                raise diverged(f"the loss became {loss_value}")
+            if not weights_finite:
+                raise diverged("non-finite weights")
 
             losses.append(loss_value)
             ema = loss_value if ema is None else 0.9 * ema + 0.1 * loss_value
@@ -65,11 +79,11 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
                          elapsed=elapsed, eta=elapsed / step * (iterations - step))
 
             if step in saves:
-                path = save_lora(ctx, output, optimizer, step, started_at, suffix_steps=step)
+                path = saved_at = save(step)
                 control.emit(Event.SAVED, path=str(path), step=step)
             if control.stop_requested and step < iterations:
                 if control.save_on_stop:
-                    stop_path = save_lora(ctx, output, optimizer, step, started_at, suffix_steps=step)
+                    stop_path = saved_at if step in saves else save(step)  # the periodic file of this step is it
                     status = Status.STOPPED_SAVED
                 else:
                     status = Status.STOPPED
@@ -80,8 +94,9 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
     return Trained(status, step, losses, optimizer, stop_path)
 
 
-def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler) -> float:
-    """One optimizer step: the mode's prediction and target, weighted loss, backward, step, schedule."""
+def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler, params=None) -> tuple[float, bool]:
+    """One optimizer step: the mode's prediction and target, weighted loss, backward, step, schedule.
+    Returns the loss and whether every weight in `params` is finite after the step (one device→host sync)."""
     s = ctx.settings
     with ctx.autocast():
         out = mode.step(ctx, index)
@@ -91,10 +106,16 @@ def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    loss_value = loss.item()  # sync point: once per step, for the log and the plateau schedule
+    # the sync point, once per step: the loss (the log, the plateau schedule) and the largest |weight| — NaN or inf
+    # when any weight is (a max-abs norm neither overflows nor hides a NaN)
+    health = loss.detach().float().reshape(1)
+    if params:
+        health = torch.cat([health, torch.stack(torch._foreach_norm(params, math.inf)).float().amax().reshape(1)])
+    values = health.tolist()
+    loss_value, weights_finite = values[0], all(math.isfinite(v) for v in values[1:])
     step_scheduler(scheduler, loss_value)
     optimizer.zero_grad(set_to_none=True)
-    return loss_value
+    return loss_value, weights_finite
 
 
 def enable_gradient_checkpointing(unet, text_encoders) -> None:

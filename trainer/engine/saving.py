@@ -8,7 +8,16 @@ from ..networks.compat import names_from_components
 from ..networks.io import save_network
 from ..networks.metadata import build_metadata
 from .optim import is_schedule_free
-from .types import Output, TrainContext
+from .types import Output, TrainContext, save_points
+
+
+def last_good_file(output: Output, settings, steps_done: int) -> str:
+    """What a failed or diverged run leaves: its latest periodic file (checked finite when written), if any."""
+    done = [n for n in save_points(settings.train_iterations, settings.save_per_steps) if n <= steps_done]
+    for n in sorted(done, reverse=True):
+        if output.path(n).is_file():
+            return f"the last good file is {output.path(n)}"
+    return "no file was written"
 
 
 def save_lora(ctx: TrainContext, output: Output, optimizer, steps_done: int, started_at: float,
@@ -31,7 +40,7 @@ def save_lora(ctx: TrainContext, output: Output, optimizer, steps_done: int, sta
             ctx.names = names_from_components(ctx.components.family, ctx.components.unet,
                                               ctx.components.text_encoders)
         save_network(ctx.network, path, metadata=metadata, save_precision=s.save_precision,
-                     strength=s.network_strength, overwrite=output.overwrite or suffix_steps is not None,
+                     strength=s.network_strength, overwrite=output.overwrite,
                      names=ctx.names)
     finally:
         if schedule_free:

@@ -1,17 +1,24 @@
 """The job queue: FIFO, persisted in `json/queue.json` (upstream's JSON per job), so pending jobs survive a restart.
 
-A job leaves the file when it starts. Names are `save_lora_name` ("" → "untitled"); a name may be queued once.
+The file is `{"jobs": [...], "running": job | null, "interrupted": [...]}`; each job is `Job.to_json()` (upstream's
+layout). A job leaves "jobs" when it starts and is kept as "running" until it ends, so a job that was running when
+the process died is found on the next start: it is listed as interrupted (never silently re-run) until a job of that
+name is started or queued again, or it is deleted. A file of the wrong shape is renamed to
+`queue.json.bad-<timestamp>` (kept as a backup) and the queue starts empty, with a warning.
+Names are `save_lora_name` ("" → "untitled"); a name may be queued once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import write_json_atomic
+from ..fileio import write_bytes_atomic, write_json_atomic
 from ..settings import TABLE, Job, job_from_json
 
 log = logging.getLogger(__name__)
@@ -38,26 +45,117 @@ class JobQueue:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._running: Job | None = None
+        self._interrupted: list[Job] = []
+        self.backup: Path | None = None  # where a bad queue file was moved, if it was
         self._jobs: list[Job] = self._read()
+        if self._running is not None:  # the last process died while this ran: it was interrupted
+            name = job_name(self._running)
+            log.warning("%s: job %r was running when TrainTrain stopped; it is marked interrupted and not re-run",
+                        self.path, name)
+            self._interrupted = [j for j in self._interrupted if job_name(j) != name] + [self._running]
+            self._running = None
+            self._write_quietly()
 
+    # -- the file ------------------------------------------------------------------------------------------------
     def _read(self) -> list[Job]:
         if not self.path.exists():
             return []
         try:
-            entries = json.loads(self.path.read_text(encoding="utf-8")).get("jobs", [])
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-            log.warning("%s is not a queue file (%s); starting with an empty queue", self.path, err)
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._set_aside(f"it is not readable JSON ({_one_line(err)})")
             return []
+        if not isinstance(data, dict):
+            self._set_aside(f"expected a JSON object with a \"jobs\" list, found {type(data).__name__}")
+            return []
+        entries, running, interrupted = data.get("jobs", []), data.get("running"), data.get("interrupted", [])
+        if not isinstance(entries, list) or not isinstance(interrupted, list) \
+                or not (running is None or isinstance(running, dict)):
+            self._set_aside('"jobs" and "interrupted" must be lists and "running" an object or null')
+            return []
+        jobs, self._interrupted = self._jobs_from(entries), self._jobs_from(interrupted)
+        dropped = len(jobs) != len(entries) or len(self._interrupted) != len(interrupted)
+        if running is not None:
+            found = self._jobs_from([running])
+            dropped = dropped or not found
+            self._running = found[0] if found else None
+        if dropped:
+            self._back_up(copy=True)
+        return jobs
+
+    def _jobs_from(self, entries: list) -> list[Job]:
         jobs = []
         for entry in entries:
             try:
                 jobs.append(job_from_json(entry, str(self.path))[0])
             except UserError as err:
                 log.warning("dropped a queued job that no longer validates: %s", err)
+            except Exception as err:  # noqa: BLE001 - a hand-edited entry of the wrong shape
+                log.warning("%s: dropped a queued job of the wrong shape (%s)", self.path, _one_line(err))
         return jobs
 
+    def _set_aside(self, why: str) -> None:
+        log.warning("%s is not a queue file: %s; starting with an empty queue", self.path, why)
+        self._back_up(copy=False)
+
+    def _back_up(self, copy: bool) -> None:
+        """Keep the file as `<name>.bad-<timestamp>`: moved away (a bad file), or copied (some jobs dropped)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.bad-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.bad-{stamp}-{n}")
+        try:
+            if copy:
+                write_bytes_atomic(target, self.path.read_bytes(), overwrite=False)
+            else:
+                os.rename(self.path, target)
+        except OSError as err:
+            log.warning("could not keep a backup of %s (%s)", self.path, _one_line(err))
+            return
+        self.backup = target
+        log.warning("the previous queue file is kept as %s", target)
+
     def _write(self) -> None:
-        write_json_atomic(self.path, {"jobs": [job.to_json() for job in self._jobs]})
+        write_json_atomic(self.path, {"jobs": [job.to_json() for job in self._jobs],
+                                      "running": self._running.to_json() if self._running else None,
+                                      "interrupted": [job.to_json() for job in self._interrupted]})
+
+    def _write_quietly(self) -> None:
+        try:
+            self._write()
+        except OSError as err:
+            log.warning("could not update %s (%s)", self.path, _one_line(err))
+
+    # -- the running job -----------------------------------------------------------------------------------------
+    def mark_running(self, job: Job) -> None:
+        """Record `job` as running (it is kept in the file until `mark_ended`); it is no longer 'interrupted'."""
+        with self._lock:
+            self._running = job
+            self._forget_interrupted(job_name(job))
+            self._write_quietly()
+
+    def mark_ended(self) -> None:
+        with self._lock:
+            if self._running is not None:
+                self._running = None
+                self._write_quietly()
+
+    def running(self) -> Job | None:
+        with self._lock:
+            return self._running
+
+    def interrupted(self) -> list[Job]:
+        """Jobs that were running when an earlier process ended without finishing them."""
+        with self._lock:
+            return list(self._interrupted)
+
+    def _forget_interrupted(self, name: str) -> bool:
+        before = len(self._interrupted)
+        self._interrupted = [j for j in self._interrupted if job_name(j) != name]
+        return len(self._interrupted) != before
 
     def __len__(self) -> int:
         with self._lock:
@@ -78,19 +176,24 @@ class JobQueue:
             if name == running or name in (job_name(j) for j in self._jobs):
                 raise UserError(f"Duplicated LoRA name: {name!r} is already running or queued; change save_lora_name")
             self._jobs.append(job)
+            self._forget_interrupted(name)  # queued again: it will run, so it is no longer just "interrupted"
             self._write()
             return len(self._jobs)
 
-    def pop(self) -> Job | None:
+    def pop(self, running: bool = False) -> Job | None:
+        """The first job, removed from the queue; with `running`, recorded as running in the same write."""
         with self._lock:
             if not self._jobs:
                 return None
             job = self._jobs.pop(0)
+            if running:
+                self._running = job
+                self._forget_interrupted(job_name(job))
             self._write()
             return job
 
     def delete(self, name: str) -> Job:
-        """Remove the queued job called `name` (any position, the first included)."""
+        """Remove the queued job called `name` (any position, the first included), or dismiss an interrupted one."""
         name = str(name or "").strip()
         with self._lock:
             for i, job in enumerate(self._jobs):
@@ -98,4 +201,13 @@ class JobQueue:
                     del self._jobs[i]
                     self._write()
                     return job
+            for job in self._interrupted:
+                if job_name(job) == name:
+                    self._forget_interrupted(name)
+                    self._write()
+                    return job
         raise UserError(f"no queued job named {name!r}")
+
+
+def _one_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:160] or type(err).__name__

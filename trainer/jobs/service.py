@@ -3,6 +3,9 @@
 The UI only submits jobs (`start`, `enqueue`), asks to stop, and reads `status()` — a plain snapshot it can render.
 Every job gets its own JobControl (no global stop flag); errors end the job with a one-line message and the worker
 moves on to the next queued job.
+
+The running job stays recorded in the queue file until it ends; one left there by a process that died is reported
+as interrupted (`RunStatus.interrupted`, and the state "interrupted" while nothing else has run) and is not re-run.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class RunStatus:
 
     name: str = ""
     mode: str = ""
-    state: str = "idle"  # idle | loading | training | finished | stopped | error
+    state: str = "idle"  # idle | interrupted | loading | training | finished | stopped | error
     step: int = 0
     total: int = 0
     loss_ema: float | None = None
@@ -39,6 +42,7 @@ class RunStatus:
     path: str | None = None
     history: tuple = ()  # (step, raw loss, loss EMA, *lrs) of the current pass
     queued: int = 0
+    interrupted: tuple = ()  # names of jobs that were running when an earlier process died (not re-run)
 
     @property
     def busy(self) -> bool:
@@ -55,9 +59,20 @@ def clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+def interrupted_notice(names) -> str:
+    if not names:
+        return ""
+    listed = ", ".join(f"'{n}'" for n in names)
+    were, it = ("was", "it") if len(names) == 1 else ("were", "them")
+    return (f"Interrupted: {listed} {were} running when TrainTrain stopped and did not finish; not re-run. "
+            f"Start {it} again to train (Delete in the Queue tab dismisses this).")
+
+
 def describe(status: RunStatus) -> str:
     """The Message-box text for a status: progress while a job runs, its result afterwards."""
     queued = f"\n{status.queued} job(s) waiting in the queue" if status.queued else ""
+    if status.interrupted and status.state != "interrupted":
+        queued += "\n" + interrupted_notice(status.interrupted)
     if status.state == "idle":
         return "Ready." + queued
     if status.state == "loading":
@@ -91,6 +106,8 @@ class TrainingService:
         self._lock = threading.Lock()
         self._run: _Run | None = None  # the job running now, or the last one (for its result)
         self._worker: threading.Thread | None = None
+        for job in self.queue.interrupted():
+            log.warning("job %r was interrupted when TrainTrain stopped; start it again to train it", job_name(job))
         if resume_queue and len(self.queue):
             log.info("resuming %d queued job(s) from %s", len(self.queue), self.queue.path)
             self._ensure_worker(None)
@@ -123,10 +140,13 @@ class TrainingService:
         return f"Removed '{job_name(job)}' from the queue."
 
     def status(self) -> RunStatus:
+        interrupted = tuple(job_name(j) for j in self.queue.interrupted())
         with self._lock:
             status = self._run.status if self._run else RunStatus()
             history = tuple(self._run.history) if self._run else ()
-        return replace(status, history=history, queued=len(self.queue))
+        if self._run is None and interrupted:
+            status = replace(status, state="interrupted", message=interrupted_notice(interrupted))
+        return replace(status, history=history, queued=len(self.queue), interrupted=interrupted)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker has nothing left to do (tests, CLI). True if it finished in time."""
@@ -162,13 +182,18 @@ class TrainingService:
         while True:
             with self._lock:  # popping and retiring under the lock: an enqueue never falls between the two
                 if job is None:
-                    job = self.queue.pop()
+                    job = self.queue.pop(running=True)  # kept in the file as "running" until it ends
                     if job is None:
                         self._worker = None
                         return
                     self._run = self._new_run(job)
+                else:
+                    self.queue.mark_running(job)
                 run = self._run
-            self._execute(run)
+            try:
+                self._execute(run)
+            finally:
+                self.queue.mark_ended()
             job = None
 
     def _execute(self, run: _Run) -> None:

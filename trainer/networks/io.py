@@ -28,6 +28,15 @@ class IncompatibleLoRA(UserError):
     """The file was written, but a loader would not match some keys (the message names them)."""
 
 
+class NonFiniteTensors(UserError):
+    """Some tensors are NaN or infinite as they would be written: the file is not written."""
+
+
+def non_finite_keys(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of the floating-point tensors holding a NaN or an infinity, in order."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
 @dataclass
 class SavedLoRA:
     path: Path
@@ -64,12 +73,20 @@ def save_network(
         raise UserError(f"save_precision {save_precision!r} is not one of {', '.join(SAVE_PRECISIONS)}")
     dtype = SAVE_PRECISIONS[save_precision]
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in network.save_tensors(strength).items()}
+    bad = non_finite_keys(tensors)  # as written: after √strength and the cast (in fp16, over 65504 is inf)
+    if bad:
+        raise NonFiniteTensors(
+            f"{path} not written: {len(bad)} of {len(tensors)} tensors are not finite in {save_precision} "
+            f"(first: {bad[0]}); lower train_learning_rate or network_strength"
+            + ("" if dtype == torch.float32 else ", or use save_precision fp32"))
     metadata = dict(metadata)
     metadata["sshs_model_hash"], metadata["sshs_legacy_hash"] = addnet_hashes(tensors, metadata)
     try:
         write_safetensors_atomic(tensors, path, metadata, overwrite=overwrite)
     except FileExistsError:  # appeared while we were writing (another run, another thread): never replaced
         raise UserError(exists) from None
+    except OSError as err:  # a full disk, a folder gone read-only: nothing was written, the temporary file is gone
+        raise UserError(f"{path} not written: {err.strerror or err}") from None
     report = None
     if names is not None:
         report = check_keys(tensors.keys(), names)
@@ -181,11 +198,13 @@ def inspect_lora(path: str | Path, model: str | Path | None = None, family_name:
         raise UserError(f"{path}: cannot tell which model family it is for; pass --family or --model")
     names = reference_names(family, model)
     report = check_keys(tensors.keys(), names)
+    bad = non_finite_keys(tensors)
     return {
         "file": str(path),
         "family": family.name,
         **describe(tensors),
         "checked_against": names.source,
         "unmatched": report.as_dict(),
+        "non_finite": {"count": len(bad), "keys": bad[:20]},
         "metadata": metadata,
     }

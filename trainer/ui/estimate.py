@@ -15,12 +15,10 @@ def memory_note(job: Job, host) -> str:
     """" It needs about 6.6 GiB of GPU memory (estimate).", or "" when there is nothing to estimate from."""
     from ..engine.memory import estimate, parameter_counts
 
-    try:
-        path = host.resolve(job.model)
-        if not path:
-            from ..demo_assets import ensure_demo_model
+    from ..preflight import model_file
 
-            path = str(ensure_demo_model())
+    try:
+        path = model_file(job, host)
         if not path.endswith(".safetensors"):
             return ""
         total = estimate(parameter_counts(path), job.settings, str(host.device))["total_gib"]

@@ -1,5 +1,10 @@
 """`python -m trainer ui`: the tab as its own web app on 127.0.0.1, with style.css and javascript/ loaded explicitly
-(the webui injects them itself)."""
+(the webui injects them itself).
+
+The app answers only its own page: Gradio's open CORS middleware (`access-control-allow-origin: *`) is removed, as
+the webui removes it, and `LocalOnly` refuses (403) a request whose Host is not 127.0.0.1:<port> / localhost:<port>
+(DNS rebinding), one whose Origin is another origin (a web page POSTing to the Stop handler, reading /config), and a
+browser's cross-site request other than a plain navigation (Sec-Fetch-Site)."""
 
 from __future__ import annotations
 
@@ -55,6 +60,75 @@ def inject_into_pages(extra_head: str) -> None:
     templates.TemplateResponse = template_response
 
 
+CORS_MIDDLEWARES = ("CORSMiddleware", "CustomCORSMiddleware")
+
+
+class LocalOnly:
+    """ASGI middleware: only requests from this app's own page (or a user typing its address) get through."""
+
+    def __init__(self, app, port: int):
+        self.app = app
+        self.hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        self.origins = {f"http://{host}" for host in self.hosts}
+
+    def refusal(self, scope) -> str | None:
+        headers = {}
+        for key, value in scope.get("headers") or ():
+            headers.setdefault(key.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        host = headers.get("host", [])
+        if len(host) != 1 or host[0].strip().lower() not in self.hosts:
+            return "unexpected Host header"
+        origin = headers.get("origin", [])
+        if origin and (len(origin) != 1 or origin[0].strip().lower() not in self.origins):
+            return "cross-origin request"
+        site = (headers.get("sec-fetch-site") or [""])[0].strip().lower()
+        navigation = scope["type"] == "http" and scope.get("method") == "GET" \
+            and (headers.get("sec-fetch-mode") or [""])[0].strip().lower() == "navigate"
+        if site in ("cross-site", "same-site") and not navigation:
+            return "cross-site request"
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        why = self.refusal(scope)
+        if why is None:
+            return await self.app(scope, receive, send)
+        log.warning("refused a %s to %s: %s", scope["type"], scope.get("path", ""), why)
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # before accept: the server answers 403
+            return
+        body = f"Forbidden: {why}. TrainTrain answers only its own page.".encode()
+        await send({"type": "http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def lock_down(app, port: int):
+    """Remove Gradio's CORS middleware from a not yet started FastAPI app and put LocalOnly in front."""
+    app.user_middleware = [m for m in app.user_middleware
+                           if getattr(getattr(m, "cls", None), "__name__", "") not in CORS_MIDDLEWARES]
+    app.add_middleware(LocalOnly, port=port)
+    return app
+
+
+def lock_down_apps(port: int) -> None:
+    """Every app Gradio creates from now on (launch creates it just before the server starts, on Gradio 3 and 4)
+    is locked down, so no request is ever served by an open one."""
+    import gradio.routes
+
+    App = gradio.routes.App
+    original = App.__dict__.get("_traintrain_original_create_app") or App.__dict__["create_app"]
+    create = original.__get__(None, App)  # a staticmethod (Gradio 3.41 and 4) or a classmethod, as a plain callable
+
+    def create_app(*args, **kwargs):
+        return lock_down(create(*args, **kwargs), port)
+
+    App._traintrain_original_create_app = original
+    App.create_app = staticmethod(create_app)
+
+
 def build_app(models_dir: Path | None = None, output_dir: Path | None = None, data_dir: Path | None = None):
     """(blocks, service): the tab over a StandaloneHost, ready to launch."""
     from ..host.standalone import StandaloneHost
@@ -74,6 +148,7 @@ def build_app(models_dir: Path | None = None, output_dir: Path | None = None, da
 def serve(models_dir=None, output_dir=None, data_dir=None, port: int = 7870, block: bool = True):
     blocks, service = build_app(models_dir, output_dir, data_dir)
     inject_into_pages(head_html())
+    lock_down_apps(port)
     blocks.launch(server_name="127.0.0.1", server_port=port, inbrowser=False, share=False,
                   prevent_thread_lock=not block, show_api=False)
     return blocks, service
