@@ -316,3 +316,20 @@ def test_image_tab_handlers_write_variants_and_report_bad_input(tmp_path):
     assert "2" in written and len(list((tmp_path / "out").glob("dog_id_*.png"))) == 2
     assert _guard_one(_augment_directory)(str(tmp_path / "missing"), 3, 30, 0.5, True, True, "none").startswith(
         "Error: ")
+
+
+def test_the_queue_tab_lists_an_interrupted_job_until_it_is_deleted(tab, tmp_path):
+    from trainer.jobs.queue import JobQueue
+    from trainer.settings import Job, validate
+
+    crashed = Job("LoRA", validate({"save_lora_name": "crashed"}, "LoRA"))
+    waiting = Job("LoRA", validate({"save_lora_name": "waiting"}, "LoRA"))
+    path = tmp_path / "crash" / "queue.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"jobs": [waiting.to_json()], "running": crashed.to_json()}), encoding="utf-8")
+    tab.service.queue = JobQueue(path)  # what a restart after a kill reads
+    names = [row[0] for row in tab._queue_rows()]
+    assert names == ["waiting", "crashed (interrupted)"]
+    tab.service.delete("crashed")  # the Delete Queue button
+    assert [row[0] for row in tab._queue_rows()] == ["waiting"]
+

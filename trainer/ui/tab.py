@@ -351,7 +351,12 @@ class TrainTrainTab:
         return {self.widgets[key]: value for key, value in copied.items()}
 
     def _queue_rows(self) -> list[list[str]]:
-        return [queue_row(job) for job in self.service.queue.jobs()] or [[""] * len(QUEUE_HEADERS)]
+        """The waiting jobs, then those a crash interrupted (named "<name> (interrupted)"; Delete dismisses them)."""
+        rows = [queue_row(job) for job in self.service.queue.jobs()]
+        for job in self.service.queue.interrupted():
+            row = queue_row(job)
+            rows.append([f"{row[0]} (interrupted)", *row[1:]])
+        return rows or [[""] * len(QUEUE_HEADERS)]
 
     def _on_queue_reload(self, notice: str) -> dict:
         return {self.queue_table: self._queue_rows(), self.message: self._text(notice)}
