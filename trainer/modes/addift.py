@@ -71,7 +71,6 @@ class ADDifTMode(Mode):
     def blocks(self) -> tuple[str, ...]:
         s = self.job.settings
         if BASE in s.network_blocks and not s.lora_trigger_word.strip():
-            log.info("ADDifT: BASE is not trained without a trigger word (as upstream)")
             return tuple(b for b in s.network_blocks if b != BASE)
         return tuple(s.network_blocks)
 
@@ -81,6 +80,8 @@ class ADDifTMode(Mode):
 
     def check_inputs(self, lora_dir) -> None:
         pairs.open_pair(self.job.original_image, self.job.target_image, self.name)
+        if BASE in self.job.settings.network_blocks and BASE not in self.blocks():
+            log.info("ADDifT: BASE is not trained without a trigger word (as upstream)")
 
     def prepare(self, ctx) -> None:
         images = pairs.open_pair(self.job.original_image, self.job.target_image, self.name)
