@@ -3,6 +3,8 @@
 // The server holds the job state; this script only asks for it: it clicks the hidden #tt_poll button every
 // second while the TrainTrain tab is on screen, and while a job trains it re-draws the Plot tab every 5 s
 // when that tab is open and no log name is typed. It also mirrors the progress into the page title.
+// In the webui, pressing an iLECO Generate button first copies the txt2img tab's current settings (by their labels)
+// into the hidden #tt_txt2img_settings box as JSON, so the server renders with them.
 (function () {
     "use strict";
     var POLL_MS = 1000;
@@ -78,8 +80,44 @@
         }
     }
 
+    // the txt2img tab's labels the server understands (trainer/host/webui_generate.py LABELS)
+    var TXT2IMG_LABELS = ["Sampling method", "Schedule type", "Sampling steps", "CFG Scale", "Width", "Height",
+                          "Seed"];
+
+    function txt2imgSettings() {
+        var tab = byId("tab_txt2img");
+        var found = {};
+        if (!tab) {
+            return found;
+        }
+        var labels = tab.querySelectorAll("label span, span[data-testid='block-info']");
+        for (var i = 0; i < labels.length; i++) {
+            var text = labels[i].textContent.trim();
+            if (TXT2IMG_LABELS.indexOf(text) < 0 || text in found) {
+                continue;
+            }
+            var block = labels[i].closest(".block") || labels[i].parentElement;
+            var input = block && block.querySelector("input[type=number], input:not([type=range]), textarea");
+            if (input && input.value !== "") {
+                found[text] = input.value;
+            }
+        }
+        return found;
+    }
+
+    function beforeGenerate(event) {
+        var button = event.target && event.target.closest && event.target.closest("[id^=tt_generate_]");
+        var box = root().querySelector("#tt_txt2img_settings textarea, #tt_txt2img_settings input");
+        if (!button || !box) {
+            return;
+        }
+        box.value = JSON.stringify(txt2imgSettings());
+        box.dispatchEvent(new Event("input", { bubbles: true }));  // Gradio reads the box's value on the click
+    }
+
     function begin() {
         window.setInterval(tick, POLL_MS);
+        root().addEventListener("click", beforeGenerate, true);  // capture: before Gradio handles the click
     }
 
     if (typeof onUiLoaded === "function") {

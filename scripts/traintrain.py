@@ -38,7 +38,8 @@ def error_tab(error: str):
 
     with gr.Blocks(analytics_enabled=False) as blocks:
         gr.Markdown("## TrainTrain could not start")
-        gr.Textbox(value=error, label="Message", lines=4, interactive=False, elem_id="tt_message")
+        message = gr.Textbox(value=error, label="Message", lines=4, interactive=False, elem_id="tt_message")
+        message.do_not_save_to_config = True  # the webui would show this start's error again at the next start
         gr.Markdown("Restart the webui so that the extension's install.py can add what is missing "
                     "(or install it into the webui's venv by hand), then reload the UI.")
     return blocks

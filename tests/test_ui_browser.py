@@ -295,3 +295,32 @@ def test_the_tab_inside_the_webui_page(browser, webui_page, workspace):
     assert (lora_dir / "webui_tab.safetensors").is_file()
     shot(page, "21-webui-trained")
     page.close()
+
+
+def test_generate_uses_the_txt2img_tabs_current_settings(browser, webui_page):
+    """iLECO's Generate Original inside the webui page: traintrain.js reads the txt2img tab's current values by their
+    labels as the button is pressed, and the webui's txt2img (the fake's process_images) renders with them."""
+    url, _ = webui_page
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    page.wait_for_selector("#tab_txt2img #txt2img_steps input[type=number]", timeout=60_000)
+    for elem_id, value in (("txt2img_steps", "7"), ("txt2img_cfg_scale", "4.5"), ("txt2img_width", "64"),
+                           ("txt2img_height", "64")):
+        box = page.locator(f"#{elem_id} input[type=number]").first
+        box.fill(value)
+        box.dispatch_event("input")
+        box.blur()
+    fill(page, "txt2img_seed", "5")
+    page.locator("#tabs button", has_text="TrainTrain").first.click()
+    page.wait_for_selector("#tab_traintrain #tt_message textarea", timeout=60_000)
+    page.locator("#tt_mode label", has_text="iLECO").first.click()
+    page.wait_for_selector("#tt_generate_original", state="visible", timeout=30_000)
+    fill(page, "tt_original_prompt", "a red cat")
+    click(page, "tt_generate_original")
+    wait_message(page, "Generated 1 image(s)")
+    info = textbox(page, "tt_preview_info").input_value()
+    assert "a red cat" in info and "Steps: 7" in info and "CFG scale: 4.5" in info and "Seed: 5" in info, info
+    assert "Size: 64x64" in info, info
+    assert page.locator("#tt_preview img").count() >= 1
+    shot(page, "22-webui-generate")
+    page.close()

@@ -93,3 +93,27 @@ def test_the_webui_interrupt_button_stops_a_job(webui_dirs, sample_images, tmp_p
     train = report["train"]
     assert train["state"] == "stopped" and 2 <= train["step"] < 200, train
     assert not (webui_dirs / "models" / "Lora" / "webui_interrupted.safetensors").exists()
+
+
+def test_the_tab_opens_on_the_model_the_webui_holds_not_on_a_saved_one(webui_dirs, demo_models, tmp_path):
+    """The webui restores every labelled widget from ui-config.json (webui-api.md A11); Model, VAE and Message must
+    not be, or a restart with another checkpoint would silently train for the old one."""
+    ckpt = webui_dirs / "models" / "Stable-diffusion"
+    for suffix in (".safetensors", ".yaml"):
+        shutil.copy(demo_models["sdxl"].with_suffix(suffix), ckpt / f"other{suffix}")
+    config = tmp_path / "ui-config.json"
+    first = run_webui(webui_dirs, FAKE_WEBUI_LOAD="tiny", FAKE_WEBUI_UI_CONFIG=str(config))
+    assert first["values"]["tt_model"].startswith("tiny")
+    saved = json.loads(config.read_text(encoding="utf-8"))
+    assert "traintrain/Model/value" not in saved and "traintrain/Message/value" not in saved
+    assert saved["traintrain/Mode/value"] == "LoRA"  # other widgets are saved as the webui does …
+    choices = [c[0] if isinstance(c, (list, tuple)) else c for c in first["model_choices"]]
+    other = next(c for c in choices if c.startswith("other"))
+    saved.update({"traintrain/Mode/value": "iLECO", "traintrain/Model/value": other,
+                  "traintrain/Message/value": "an old message"})
+    config.write_text(json.dumps(saved), encoding="utf-8")
+    second = run_webui(webui_dirs, FAKE_WEBUI_LOAD="other", FAKE_WEBUI_UI_CONFIG=str(config))
+    assert second["values"]["tt_mode"] == "iLECO"  # … and restored (the file was read)
+    assert second["values"]["tt_model"].startswith("other")  # the checkpoint loaded now
+    third = run_webui(webui_dirs, FAKE_WEBUI_LOAD="tiny", FAKE_WEBUI_UI_CONFIG=str(config))
+    assert third["values"]["tt_model"].startswith("tiny") and third["values"]["tt_message"] != "an old message"

@@ -11,5 +11,6 @@ exec .venv-webui/bin/python -m pytest -q tests/test_webui_env.py \
   tests/test_lora_mode.py tests/test_settings.py tests/test_cli.py tests/test_data.py tests/test_optim.py \
   tests/test_prediction.py tests/test_memory_estimate.py \
   tests/test_webui_extension.py tests/test_ui_form.py tests/test_jobs.py tests/test_augment.py \
-  tests/test_engine_contract.py tests/test_architecture.py tests/test_fileio.py tests/test_loss.py tests/test_diffusion.py "$@"
+  tests/test_engine_contract.py tests/test_architecture.py tests/test_fileio.py tests/test_loss.py tests/test_diffusion.py \
+  tests/test_fake_webui.py tests/test_webui_reuse.py "$@"
 # tests/test_modes.py also passes here (2 min 45 s); it is left to the main environment to keep CI short.

@@ -17,16 +17,6 @@ log = logging.getLogger(__name__)
 MIN_FREE_BYTES = 256 * 2**20  # a LoRA file, its temporary copy, the CSV and the report fit in this
 
 
-def model_file(job, host) -> str:
-    """The checkpoint file a job will load ("" when the host cannot say): the host's choice, or the demo model."""
-    path = host.resolve(job.model)
-    if not path:
-        from .demo_assets import ensure_demo_model
-
-        path = str(ensure_demo_model())
-    return path
-
-
 def check_output_dir(directory: Path, min_free: int = MIN_FREE_BYTES) -> None:
     """The LoRA folder: a folder (or creatable), writable, with room for the files."""
     directory = Path(directory)
@@ -56,18 +46,16 @@ def check_optimizer(settings) -> None:
     build_scheduler(s.train_lr_scheduler, optimizer, s.train_iterations, s, s.train_lr_scheduler_settings)
 
 
-def check_resume_family(resume: str, model_path: str) -> None:
-    """A LoRA to continue must be for the checkpoint's family (SD1 / SD2 / SDXL)."""
-    from .models.checkpoint import open_state_dict
+def check_resume_family(resume: str, model) -> None:
+    """A LoRA to continue must be for the checkpoint's family (SD1 / SD2 / SDXL). `model`: the host's peek."""
     from .models.family import detect_family
     from .networks.io import family_of_lora, read_lora
 
-    if not resume or not model_path.endswith(".safetensors"):  # a pickle would be read whole: loading checks it
+    if not resume or model is None:  # nothing cheap to compare with: loading checks it
         return
     tensors, metadata = read_lora(resume)
     theirs = family_of_lora(tensors, metadata)
-    with open_state_dict(model_path) as sd:
-        ours = detect_family(sd.keys(), sd.shape, model_path)
+    ours = detect_family(model.keys(), model.shape, model.path)
     if theirs is not None and theirs.name != ours.name:
         raise UserError(f"network_resume: {Path(resume).name} is a {theirs.title} LoRA, but the model is "
                         f"{ours.title}; choose a LoRA made for this model")
@@ -87,18 +75,22 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def check_memory(settings, model_path: str, device: torch.device) -> None:
-    """Refuse a job whose estimated peak does not fit the device (safetensors checkpoints: header only)."""
+def check_memory(settings, model, device: torch.device, resident: bool = False, freed: int = 0) -> None:
+    """Refuse a job whose estimated peak does not fit the device. `model`: the host's peek (keys and shapes only);
+    `resident`: the job trains on weights already in memory (the webui's); `freed`: bytes the host frees before
+    loading (the webui's other model)."""
     from .engine.memory import estimate, parameter_counts
 
-    if not model_path or not model_path.endswith(".safetensors"):
+    if model is None:
         return
     try:
-        need = estimate(parameter_counts(model_path), settings, str(device))["total_gib"]
+        need = estimate(parameter_counts(model), settings, str(device), resident)["total_gib"]
     except (OSError, ValueError, KeyError) as err:  # loading reports a bad file in its own words
         log.info("no memory estimate: %s", err)
         return
     have = available_memory(device)
+    if have is not None:
+        have += freed
     if have is not None and need * 2**30 > have:
         where = "GPU memory" if device.type == "cuda" else "memory"
         raise UserError(f"this job needs about {need:.1f} GiB of {where} (estimate) but {have / 2**30:.1f} GiB is "

@@ -102,12 +102,13 @@ def preflight_checks(job: Job, host: Host, passes: list[Pass], lora_dir: Path) -
     """What else can be refused before loading: the folder, each pass's optimizer/schedule and resume family,
     and whether the job fits the device's memory."""
     preflight.check_output_dir(lora_dir)
-    model = preflight.model_file(job, host)
-    for p in passes:
-        preflight.check_resume_family(p.resume, model)
-        if p.train:
-            preflight.check_optimizer(p.settings)
-            preflight.check_memory(p.settings, model, torch.device(host.device))
+    resident, freed = host.holds(job.model), host.freed_bytes(job.model)
+    with host.peek(job.model) as model:
+        for p in passes:
+            preflight.check_resume_family(p.resume, model)
+            if p.train:
+                preflight.check_optimizer(p.settings)
+                preflight.check_memory(p.settings, model, torch.device(host.device), resident, freed)
 
 
 def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: Output, passes: list[Pass],
@@ -123,6 +124,8 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
     components = host.load_components(job.model, model_dtype(s.train_model_precision),
                                       PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
     log.info("%s", components.summary())
+    for note in components.notes:
+        log.warning("%s", note)
     device = torch.device(host.device)
     ctx = TrainContext(
         components=components, settings=s, device=device, model_dtype=components.dtype,
@@ -140,7 +143,10 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
         encoder.to(device)
     base.tag_frequency, base.resolution = mode.tag_frequency, mode.resolution
     logs = PassLogs(s.logging_save_csv, started, logs_dir)
-    return run_passes(ctx, mode, passes, base, control, logs)
+    result = run_passes(ctx, mode, passes, base, control, logs)
+    if components.notes:
+        result = dataclasses.replace(result, message="\n".join([result.message, *components.notes]))
+    return result
 
 
 def run_passes(ctx: TrainContext, mode: Mode, passes: list[Pass], base: Output, control: JobControl,

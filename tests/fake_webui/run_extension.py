@@ -1,6 +1,7 @@
 """Driver for tests/test_webui_extension.py: start the fake webui, load the extension, report as JSON.
 
 Environment: FAKE_WEBUI_BLOCK=pkg1,pkg2 makes those imports fail (a package the webui venv lacks);
+FAKE_WEBUI_LOAD=<checkpoint name> loads it into the webui before the UI is built (as its start-up does);
 FAKE_WEBUI_TRAIN=<settings JSON file> then runs that job through the tab's service and waits for it;
 FAKE_WEBUI_SERVE=<port> then serves the page on 127.0.0.1 (blocking).
 """
@@ -20,6 +21,10 @@ for name in filter(None, os.environ.get("FAKE_WEBUI_BLOCK", "").split(",")):
 
 import webui  # noqa: E402
 
+if os.environ.get("FAKE_WEBUI_LOAD"):
+    from modules import sd_models
+
+    sd_models.load_model(sd_models.get_closet_checkpoint_match(os.environ["FAKE_WEBUI_LOAD"]))
 webui.load_extension_scripts(EXTENSION)
 demo, interfaces = webui.create_ui()
 config = demo.get_config_file()
@@ -29,6 +34,10 @@ report = {
     "tabs": [[type(b).__name__, title, elem_id] for b, title, elem_id in interfaces],
     "elem_ids": elem_ids,
     "message": messages[0] if messages else None,
+    "values": {c["props"]["elem_id"]: c["props"].get("value") for c in config["components"]
+               if c["props"].get("elem_id") in ("tt_model", "tt_mode", "tt_vae", "tt_message")},
+    "model_choices": next((c["props"].get("choices") for c in config["components"]
+                           if c["props"].get("elem_id") == "tt_model"), None),
     "blocked_loaded": [n for n in os.environ.get("FAKE_WEBUI_BLOCK", "").split(",") if n and sys.modules.get(n)],
 }
 

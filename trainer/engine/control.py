@@ -30,17 +30,25 @@ class JobControl:
     """Stop / Stop-and-Save, answered after the step that is running. One object per job (no globals)."""
 
     _stop: threading.Event = field(default_factory=threading.Event)
-    save_on_stop: bool = False
+    _save: bool = False
     on_event: Callable[[dict], None] | None = None
-    external_interrupt: Callable[[], bool] | None = None  # e.g. the webui's Interrupt button
+    external_interrupt: Callable[[], bool] | None = None  # e.g. the webui's Interrupt button: stop
+    external_skip: Callable[[], bool] | None = None  # e.g. the webui's Skip button: stop and save
 
     def request_stop(self, save: bool = False) -> None:
-        self.save_on_stop = save
+        self._save = save
         self._stop.set()
+
+    def _skipped(self) -> bool:
+        return bool(self.external_skip and self.external_skip())
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set() or bool(self.external_interrupt and self.external_interrupt())
+        return self._stop.is_set() or bool(self.external_interrupt and self.external_interrupt()) or self._skipped()
+
+    @property
+    def save_on_stop(self) -> bool:
+        return (self._save and self._stop.is_set()) or self._skipped()
 
     def emit(self, kind: Event, **data) -> None:
         if self.on_event is not None:

@@ -26,25 +26,29 @@ def _bytes(dtype) -> int:
     return {2: 2, 4: 4}.get(dtype.itemsize, dtype.itemsize)
 
 
-def parameter_counts(path) -> dict[str, int]:
+def parameter_counts(sd) -> dict[str, int]:
+    """Parameters per part from a checkpoint's keys and shapes (a models.checkpoint.StateDict, or a file path)."""
+    if not hasattr(sd, "shape"):
+        with open_state_dict(sd) as opened:
+            return parameter_counts(opened)
     counts = {"unet": 0, "text": 0, "vae": 0}
-    with open_state_dict(path) as sd:
-        for key in sd:
-            n = 1
-            for d in sd.shape(key):
-                n *= d
-            if key.startswith("model.diffusion_model."):
-                counts["unet"] += n
-            elif key.startswith("first_stage_model."):
-                counts["vae"] += n
-            elif key.startswith(("cond_stage_model.", "conditioner.")):
-                counts["text"] += n
-        counts["model_channels"] = sd.shape("model.diffusion_model.input_blocks.0.0.weight")[0]
+    for key in sd:
+        n = 1
+        for d in sd.shape(key):
+            n *= d
+        if key.startswith("model.diffusion_model."):
+            counts["unet"] += n
+        elif key.startswith("first_stage_model."):
+            counts["vae"] += n
+        elif key.startswith(("cond_stage_model.", "conditioner.")):
+            counts["text"] += n
+    counts["model_channels"] = sd.shape("model.diffusion_model.input_blocks.0.0.weight")[0]
     return counts
 
 
-def estimate(counts: dict[str, int], settings, device="cpu") -> dict[str, float]:
-    """GiB per part and in total for `settings` (image_size, batch, precisions, checkpointing, network)."""
+def estimate(counts: dict[str, int], settings, device="cpu", resident: bool = False) -> dict[str, float]:
+    """GiB per part and in total for `settings` (image_size, batch, precisions, checkpointing, network);
+    `resident`: the model's weights are in memory already and are trained on as they are (not counted)."""
     gib = 2**30
     model = compute_dtype(device, PRECISIONS.get(settings.train_model_precision, PRECISIONS["fp32"]))
     lora = PRECISIONS[settings.train_lora_precision]
@@ -58,7 +62,9 @@ def estimate(counts: dict[str, int], settings, device="cpu") -> dict[str, float]
                    * ACTIVATION_FACTOR * _bytes(model))
     if settings.use_gradient_checkpointing:
         activations /= CHECKPOINT_GAIN
-    training = weights + adapters + activations
+    training = (0 if resident else weights) + adapters + activations
+    if resident:  # trains on weights already in memory (the webui's): nothing is loaded
+        loading = 0
     return {
         "weights_gib": weights / gib, "adapters_gib": adapters / gib, "activations_gib": activations / gib,
         "loading_gib": loading / gib, "total_gib": max(training, loading) / gib + RUNTIME_OVERHEAD_GIB,

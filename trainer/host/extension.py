@@ -3,10 +3,24 @@ tab again), the webui host, and the webui's ToolButton."""
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 
 _service = None
 _lock = threading.Lock()
+
+
+def console_logging() -> None:
+    """The package's INFO and warnings on the webui's console, each line marked "TrainTrain:" (the webui leaves
+    logging unconfigured unless --loglevel is given, and Python would print warnings only)."""
+    package = logging.getLogger(__name__.split(".")[0])
+    if not package.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("TrainTrain: %(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+        package.propagate = False
 
 
 def service():
@@ -17,6 +31,7 @@ def service():
 
     with _lock:
         if _service is None:
+            console_logging()
             _service = TrainingService(WebuiHost())
         return _service
 

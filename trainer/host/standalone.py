@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..models.checkpoint import open_state_dict
 from ..models.components import load_components
 from ..models.devices import default_device
 from ..paths import ROOT
@@ -29,6 +30,10 @@ class StandaloneHost:
     device: torch.device = field(default_factory=default_device)
     models_dir: Path | None = None
     name: str = "standalone"
+    can_generate = False  # no txt2img here: the iLECO Generate buttons are the webui's
+
+    def generate(self, prompts: list[str], negative: str, txt2img_json: str) -> tuple[list, str]:
+        raise UserError("Generate runs the webui's txt2img; it is there in the webui's TrainTrain tab")
 
     # -- what the Model / VAE dropdowns offer ---------------------------------------------------------------------
     def _files(self):
@@ -71,6 +76,25 @@ class StandaloneHost:
         where = f" or under {self.models_dir}" if self.models_dir else ""
         raise UserError(f"{what} {value!r} not found (give a file path{where})")
 
+    def holds(self, model: str) -> bool:
+        return False  # every job reads its checkpoint file
+
+    def freed_bytes(self, model: str) -> int:
+        return 0
+
+    @contextlib.contextmanager
+    def peek(self, model: str):
+        path = self.resolve(model)
+        if not path:
+            from ..demo_assets import ensure_demo_model
+
+            path = str(ensure_demo_model())
+        if not path.endswith(".safetensors"):  # a pickle would be read whole
+            yield None
+            return
+        with open_state_dict(path) as sd:
+            yield sd
+
     # -- running a job ----------------------------------------------------------------------------------------------
     def load_components(self, model: str, dtype, vae_dtype, v_prediction, vae: str = ""):
         path = self.resolve(model)
@@ -89,3 +113,9 @@ class StandaloneHost:
 
     def interrupted(self) -> bool:
         return False
+
+    def skipped(self) -> bool:
+        return False
+
+    def report(self, event: dict) -> None:
+        pass

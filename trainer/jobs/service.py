@@ -53,6 +53,11 @@ class RunStatus:
         return 100.0 * self.step / self.total if self.total else 0.0
 
 
+def prompt_tag(path) -> str:
+    """How a prompt in the webui applies the file: `<lora:NAME:1>` (NAME is the file name without its suffix)."""
+    return f"<lora:{Path(path).stem}:1>"
+
+
 def clock(seconds: float) -> str:
     seconds = int(round(max(seconds, 0)))
     hours, rest = divmod(seconds, 3600)
@@ -172,7 +177,7 @@ class TrainingService:
         self._worker.start()
 
     def _new_run(self, job: Job) -> _Run:
-        control = JobControl(external_interrupt=self.host.interrupted)
+        control = JobControl(external_interrupt=self.host.interrupted, external_skip=self.host.skipped)
         run = _Run(job, control, RunStatus(name=job_name(job), mode=job.mode, state="loading",
                                            message="loading the model and caching the training data…"))
         control.on_event = lambda event, run=run: self._on_event(run, event)
@@ -201,7 +206,8 @@ class TrainingService:
             with self.host.job_context(run.job):
                 result = self._run_job(run.job, self.host, run.control, self.logs_dir, self.json_dir)
             state = "finished" if result.status == Status.FINISHED else "stopped"
-            self._set(run, state=state, message=result.message, path=str(result.path) if result.path else None)
+            message = result.message + (f"\nIn a prompt: {prompt_tag(result.path)}" if result.path else "")
+            self._set(run, state=state, message=message, path=str(result.path) if result.path else None)
         except UserError as err:
             self._set(run, state="error", message=f"Error: {err}")
         except Exception as err:  # noqa: BLE001 — the boundary: keep the worker alive, show one line, log the rest
@@ -213,6 +219,10 @@ class TrainingService:
             run.status = replace(run.status, **changes)
 
     def _on_event(self, run: _Run, event: dict) -> None:
+        try:
+            self.host.report(event)  # the host's own progress display (the webui's shared.state, its Lora list)
+        except Exception:  # noqa: BLE001 — a display must never end a training job
+            log.exception("the host could not show a %s event", event["kind"])
         kind = event["kind"]
         if kind == Event.STEP:
             lrs = tuple(event["lrs"])

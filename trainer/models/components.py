@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -43,6 +44,10 @@ class Components:
     config_source: str
     load_seconds: float = 0.0
     metadata: dict = field(default_factory=dict)
+    # The host's own conditioning for prompts (iLECO / Difference / ADDifT): texts → (hidden, pooled), or None
+    # for the trainer's text path. Captions always use the trainer's path.
+    prompt_encoder: Callable[[list[str]], tuple] | None = None
+    notes: list[str] = field(default_factory=list)  # what the host decided that the user should read
 
     @property
     def resolution(self) -> int:
@@ -89,38 +94,51 @@ def load_components(
     started = time.perf_counter()
     path = Path(path)
     device = torch.device(device)
-
     with open_state_dict(path) as sd:
-        family = detect_family(sd.keys(), sd.shape, path)
         if dtype is None:
             dtype = sd.stored_dtype(UNET_INPUT_KEY)
         dtype = compute_dtype(device, dtype)
-        vae_dtype = compute_dtype(device, vae_dtype or dtype)
-        config, config_source = ldm_config.load_ldm_config(family, path)
-        config_is_sidecar = not config_source.startswith("shipped")
-        try:
-            sd.dtype = dtype
-            unet = build_unet(sd, config, family)
-            text_encoders, tokenizers = [], []
-            if with_text_encoders:
-                for spec in family.text_encoders:
-                    text_encoders.append(build_text_encoder(sd, spec))
-                    tokenizers.append(clip_tokenizer(spec.pad_token))
-            vae = None
-            if with_vae and vae_file is None:
-                sd.dtype = vae_dtype
-                vae = build_vae(sd, config, family)
-        except CheckpointError:
-            raise
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(path, f"does not match its {family.title} config ({_short(err)})") from None
-        is_v, why = prediction.resolve_v_prediction(
-            v_prediction, family, config, config_is_sidecar, sd.metadata, sd, unet
-        )
-        metadata = dict(sd.metadata)
+        components = build_components(sd, path, dtype, compute_dtype(device, vae_dtype or dtype), v_prediction,
+                                      with_vae=with_vae and vae_file is None, with_text_encoders=with_text_encoders)
     if with_vae and vae_file is not None:
-        vae = load_vae_file(vae_file, config, family, vae_dtype)
+        components.vae = load_vae_file(vae_file, ldm_config.load_ldm_config(components.family, path)[0],
+                                       components.family, compute_dtype(device, vae_dtype or dtype))
+    components.load_seconds = time.perf_counter() - started
+    return components
 
+
+def build_components(sd: StateDict, path: Path, dtype: torch.dtype | None, vae_dtype: torch.dtype | None,
+                     v_prediction: bool | None, with_vae: bool = True, with_text_encoders: bool = True,
+                     v_prediction_source: str = "the model_v_pred setting") -> Components:
+    """Components from LDM-keyed tensors: each is cast once (`dtype` for the UNet and text encoders, `vae_dtype`
+    for the VAE; None keeps the dtype it has) and assigned, never copied otherwise — the conversions to diffusers
+    and transformers names keep views, so tensors already in memory (the webui's model) are shared, not doubled.
+    `path` names the checkpoint (its `.yaml` sidecar is read; the file itself is not)."""
+    started = time.perf_counter()
+    path = Path(path)
+    family = detect_family(sd.keys(), sd.shape, path)
+    config, config_source = ldm_config.load_ldm_config(family, path)
+    config_is_sidecar = not config_source.startswith("shipped")
+    try:
+        sd.dtype = dtype
+        unet = build_unet(sd, config, family)
+        text_encoders, tokenizers = [], []
+        if with_text_encoders:
+            for spec in family.text_encoders:
+                text_encoders.append(build_text_encoder(sd, spec))
+                tokenizers.append(clip_tokenizer(spec.pad_token))
+        vae = None
+        if with_vae:
+            sd.dtype = vae_dtype
+            vae = build_vae(sd, config, family)
+    except CheckpointError:
+        raise
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(path, f"does not match its {family.title} config ({_short(err)})") from None
+    if v_prediction is None:
+        is_v, why = prediction.resolve_v_prediction(None, family, config, config_is_sidecar, sd.metadata, sd, unet)
+    else:
+        is_v, why = bool(v_prediction), v_prediction_source
     return Components(
         family=family,
         unet=unet,
@@ -130,11 +148,11 @@ def load_components(
         noise_scheduler=ddpm_scheduler(config, is_v),
         is_v_prediction=is_v,
         v_prediction_source=why,
-        dtype=dtype,
+        dtype=next(unet.parameters()).dtype,
         source=str(path),
         config_source=config_source,
         load_seconds=time.perf_counter() - started,
-        metadata=metadata,
+        metadata=dict(sd.metadata),
     )
 
 
@@ -213,14 +231,24 @@ def text_encoder_state(sd: StateDict, spec: TextEncoderSpec, cfg) -> dict:
             state[local] = sd[key]
         return state
 
-    view = _WithoutKeys(sd, _last_block_keys(sd.keys(), p, cfg.num_hidden_layers) if spec.drop_last_block else ())
+    dropped = _last_block_keys(sd.keys(), p, cfg.num_hidden_layers) if spec.drop_last_block else set()
+    fused = [k for k in sd.keys() if k.startswith(p + "transformer.resblocks.") and k not in dropped
+             and k.endswith((".attn.in_proj_weight", ".attn.in_proj_bias"))]
+    projection = p + "text_projection"
+    # diffusers copies the fused q/k/v and the transposed projection; we hand it the rest and add those as views
+    view = _WithoutKeys(sd, dropped | set(fused) | {projection})
 
     class _Config:  # convert_open_clip_checkpoint reads only config.hidden_size
         config = cfg
 
     state = convert_open_clip_checkpoint(_Config, view, prefix=p)
-    if not spec.with_projection:
-        state.pop("text_projection.weight", None)
+    for key in fused:
+        layer = key[len(p + "transformer.resblocks."):].split(".", 1)[0]
+        kind = "weight" if key.endswith("weight") else "bias"
+        for name, part in zip("qkv", sd[key].chunk(3, dim=0)):  # views of the fused tensor
+            state[f"text_model.encoder.layers.{layer}.self_attn.{name}_proj.{kind}"] = part
+    if spec.with_projection and projection in sd:
+        state["text_projection.weight"] = sd[projection].T  # a view: the webui's tensor is not copied
     return state
 
 

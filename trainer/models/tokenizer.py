@@ -75,8 +75,10 @@ def tokenizer_files() -> tuple[str, str]:
     return str(vocab_file), str(merges_file)
 
 
+@functools.lru_cache(maxsize=4)
 def clip_tokenizer(pad_token: str = EOS, max_length: int = MAX_LENGTH):
-    """A transformers CLIPTokenizer; SD1 pads with <|endoftext|>, OpenCLIP towers (SD2, SDXL's second) with "!"."""
+    """A transformers CLIPTokenizer; SD1 pads with <|endoftext|>, OpenCLIP towers (SD2, SDXL's second) with "!".
+    One per (pad, length) and process: building one costs megabytes of vocabulary, and encoding does not change it."""
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = tokenizer_files()

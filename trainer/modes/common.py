@@ -16,6 +16,18 @@ def encode(ctx, texts: list[str], grad: bool = False) -> tuple[torch.Tensor, tor
     return hidden.to(ctx.model_dtype), pooled.to(ctx.model_dtype) if pooled is not None else None
 
 
+def encode_prompt(ctx, texts: list[str], trains_text_encoder: bool, grad: bool = False):
+    """A mode's prompt (not a caption): through the host's own conditioning when it has one — the webui's, with its
+    emphasis syntax, long prompts, CLIP skip and embeddings, as upstream — except while the text-encoder LoRA trains:
+    its gradients need the trainer's text path, and one run uses one path for all its prompts."""
+    host_encoder = ctx.components.prompt_encoder
+    if host_encoder is None or trains_text_encoder:
+        return encode(ctx, texts, grad)
+    hidden, pooled = host_encoder(list(texts))
+    return (hidden.to(ctx.device, ctx.model_dtype),
+            pooled.to(ctx.device, ctx.model_dtype) if pooled is not None else None)
+
+
 def predict(ctx, noisy: torch.Tensor, t: torch.Tensor, hidden: torch.Tensor, pooled: torch.Tensor | None,
             size_px: tuple[int, int]) -> torch.Tensor:
     """ε (or v) prediction; `size_px` is (height, width) in pixels for SDXL's time ids."""
@@ -45,7 +57,7 @@ class Prompts:
     def __init__(self, ctx, texts: dict[str, str], trains_text_encoder: bool):
         self.texts = dict(texts)
         self.trains_text_encoder = trains_text_encoder
-        self.cached = {key: encode(ctx, [text]) for key, text in self.texts.items()}
+        self.cached = {key: encode_prompt(ctx, [text], trains_text_encoder) for key, text in self.texts.items()}
 
     def get(self, ctx, key: str, grad: bool = True):
         if not self.trains_text_encoder:

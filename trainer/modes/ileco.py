@@ -9,6 +9,7 @@ all-zero text-encoder modules, and never read the checkbox). `network_resume` is
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -47,12 +48,13 @@ class ILECOMode(Mode):
 
     def prepare(self, ctx) -> None:
         s = ctx.settings
-        self.orig = common.encode(ctx, [self.job.original_prompt])
-        self.targ = common.encode(ctx, [self.job.target_prompt])
+        prompt = functools.partial(common.encode_prompt, ctx, trains_text_encoder=self.trains_text_encoder)
+        self.orig = prompt([self.job.original_prompt])
+        self.targ = prompt([self.job.target_prompt])
         shape = (s.train_batch_size, 4, self.height // 8, self.width // 8)
         self.latents = torch.randn(shape, generator=ctx.generator, device=ctx.device).to(ctx.model_dtype)
-        self.unrelated = [common.encode(ctx, [p]) for p in UNRELATED_PROMPTS]
-        self.empty = common.encode(ctx, [""])
+        self.unrelated = [prompt([p]) for p in UNRELATED_PROMPTS]
+        self.empty = prompt([""])
         common.free_vae_and_text(ctx, keep_text=self.trains_text_encoder)
 
     def step(self, ctx, index: int) -> StepOutput:

@@ -15,13 +15,12 @@ def memory_note(job: Job, host) -> str:
     """" It needs about 6.6 GiB of GPU memory (estimate).", or "" when there is nothing to estimate from."""
     from ..engine.memory import estimate, parameter_counts
 
-    from ..preflight import model_file
-
     try:
-        path = model_file(job, host)
-        if not path.endswith(".safetensors"):
-            return ""
-        total = estimate(parameter_counts(path), job.settings, str(host.device))["total_gib"]
+        with host.peek(job.model) as model:
+            if model is None:
+                return ""
+            total = estimate(parameter_counts(model), job.settings, str(host.device),
+                             host.holds(job.model))["total_gib"]
     except (UserError, OSError, ValueError, KeyError) as err:  # the job itself will report a bad file
         log.info("no memory estimate: %s", err)
         return ""

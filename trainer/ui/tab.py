@@ -49,6 +49,13 @@ def elem_id(setting: Setting, pass_no: int) -> str:
     return f"tt_{setting.name}"
 
 
+def transient(component):
+    """Not restored from the webui's ui-config.json (webui-api.md A11): a value that only makes sense now — the
+    Model the webui holds, the VAE list of this start, messages. Harmless outside the webui."""
+    component.do_not_save_to_config = True
+    return component
+
+
 def setting_widget(setting: Setting, value, pass_no: int, visible: bool = True):
     common = dict(label=setting.label, elem_id=elem_id(setting, pass_no), visible=visible)
     if setting.kind == "dropdown":
@@ -103,8 +110,8 @@ class TrainTrainTab:
         form["model"] = self.host.default_model()
         first = packages.problems()  # what is not installed: every session's notice starts as this
         self.notice = gr.State(first)  # this browser session's notice
-        self.message = gr.Textbox(label="Message", value=self._text(first), lines=2, interactive=False,
-                                  elem_id="tt_message")
+        self.message = transient(gr.Textbox(label="Message", value=self._text(first), lines=2, interactive=False,
+                                            elem_id="tt_message"))
         self.progress = gr.HTML(progress_html(self.service.status()), elem_id="tt_progress")
         with gr.Row():
             self.start = gr.Button("Start Training", variant="primary", elem_id="tt_start")
@@ -125,11 +132,12 @@ class TrainTrainTab:
             self.json_load = self.tool_button("↙️", "tt_json_load")
         self.widgets["mode"] = gr.Radio(choices=list(MODES), value="LoRA", label="Mode", elem_id="tt_mode")
         with gr.Row(elem_id="tt_model_row"):
-            self.widgets["model"] = gr.Dropdown(choices=self.host.models(), value=form["model"], label="Model",
-                                                allow_custom_value=True, interactive=True, elem_id="tt_model")
+            self.widgets["model"] = transient(gr.Dropdown(choices=self.host.models(), value=form["model"], label="Model",
+                                                          allow_custom_value=True, interactive=True,
+                                                          elem_id="tt_model"))
             self.model_refresh = self.tool_button("🔄", "tt_model_refresh")
-            self.widgets["vae"] = gr.Dropdown(choices=self.host.vaes(), value="None", label="VAE",
-                                              allow_custom_value=True, interactive=True, elem_id="tt_vae")
+            self.widgets["vae"] = transient(gr.Dropdown(choices=self.host.vaes(), value="None", label="VAE",
+                                                        allow_custom_value=True, interactive=True, elem_id="tt_vae"))
             self.vae_refresh = self.tool_button("🔄", "tt_vae_refresh")
         shown = F.visibility("LoRA")
         self._parameter_columns(F.FIRST_PASS, 1, form, shown)
@@ -144,12 +152,38 @@ class TrainTrainTab:
             for key, label in (("original prompt", "Original Prompt"), ("target prompt", "Target Prompt"),
                                ("negative prompt", "Negative Prompt(not userd in training)")):
                 self.widgets[key] = gr.Textbox(label=label, lines=2, elem_id="tt_" + key.replace(" ", "_"))
+            if self.host.can_generate:
+                self._generate_row()
         with gr.Group(visible=shown["group:images"], elem_id="tt_images_group") as group:
             self.groups["group:images"] = group
             with gr.Row():
                 self.images = {key: gr.Image(label=key.title(), type="pil", interactive=True,
                                              elem_id="tt_" + key.replace(" ", "_")) for key in IMAGE_KEYS}
         self._wire_train()
+
+    def _generate_row(self) -> None:
+        """Generate Original / Target / All: a txt2img of the prompts with the txt2img tab's current settings, which
+        traintrain.js copies into the hidden #tt_txt2img_settings box (JSON by label) as a button is pressed."""
+        with gr.Row():
+            buttons = {which: gr.Button(f"Generate {which.title()}", elem_id=f"tt_generate_{which}")
+                       for which in ("original", "target", "all")}
+        self.txt2img_settings = gr.Textbox(value="", show_label=False, elem_id="tt_txt2img_settings",
+                                           elem_classes=["tt-hidden"])
+        self.preview = gr.Gallery(label="Preview", elem_id="tt_preview", columns=2)
+        self.preview_info = transient(gr.Textbox(label="Generation info", lines=2, interactive=False,
+                                                 elem_id="tt_preview_info"))
+        prompts = [self.widgets["original prompt"], self.widgets["target prompt"], self.widgets["negative prompt"]]
+        for which, button in buttons.items():
+            button.click(self._guard(lambda *values, which=which: self._on_generate(which, *values)),
+                         [*prompts, self.txt2img_settings],
+                         [self.notice, self.message, self.preview, self.preview_info])
+
+    def _on_generate(self, which: str, original: str, target: str, negative: str, txt2img: str) -> dict:
+        if self.service.status().busy:
+            raise UserError("a training job is running; Generate when it has finished")
+        prompts = {"original": [original], "target": [target], "all": [original, target]}[which]
+        images, info = self.host.generate(prompts, negative, txt2img)
+        return {**self._say(f"Generated {len(images)} image(s)."), self.preview: images, self.preview_info: info}
 
     def _parameter_columns(self, settings, pass_no: int, form: dict, shown: dict | None) -> None:
         for title, columns in COLUMNS.items():
@@ -171,7 +205,7 @@ class TrainTrainTab:
         with gr.Row():
             self.queue_reload = gr.Button("Reload Queue", elem_id="tt_queue_reload")
             self.queue_delete = gr.Button("Delete Queue", elem_id="tt_queue_delete")
-            self.queue_name = gr.Textbox(label="Name of Queue to delete", elem_id="tt_queue_name")
+            self.queue_name = transient(gr.Textbox(label="Name of Queue to delete", elem_id="tt_queue_name"))
         self.queue_table = gr.Dataframe(headers=QUEUE_HEADERS, value=self._queue_rows(), interactive=False,
                                         elem_id="tt_queue_table")
         said = [self.notice, self.message]
@@ -189,7 +223,7 @@ class TrainTrainTab:
 
     def _image_tab(self) -> None:
         gr.Markdown("**Rotate random angle and scaling**")
-        image_message = gr.Textbox(label="Message", interactive=False, elem_id="tt_image_message")
+        image_message = transient(gr.Textbox(label="Message", interactive=False, elem_id="tt_image_message"))
         with gr.Row():
             from_dir = gr.Button("From Directory", elem_id="tt_image_from_dir")
             from_file = gr.Button("From File", elem_id="tt_image_from_file")

@@ -64,3 +64,20 @@ def ui_tabs_callback():
 def app_started_callback(demo, app):
     for c in callback_map["callbacks_app_started"]:
         c.callback(demo, app)
+
+
+def model_loaded_callback(sd_model):
+    """After each load or weight reload, after the hijack; exceptions are reported, the others still run."""
+    for c in callback_map["callbacks_model_loaded"]:
+        try:
+            c.callback(sd_model)
+        except Exception as err:  # noqa: BLE001 — the webui's report_exception
+            print(f"Error executing callback model_loaded_callback for {c.name}: {err!r}")
+
+
+def script_unloaded_callback():
+    for c in callback_map["callbacks_script_unloaded"]:
+        try:
+            c.callback()
+        except Exception as err:  # noqa: BLE001
+            print(f"Error executing callback script_unloaded_callback for {c.name}: {err!r}")
