@@ -13,16 +13,36 @@ GUARDED, so pip cannot move one even in a venv that differs from v1.10.1's (anot
 huggingface_hub); a package that would need that is left out and a line says so (exit code 1, which the webui
 only reports). `python install.py --dry-run` (with the webui's `launch` importable) asks pip to resolve every
 requirement, present or not, under the same constraints, and installs nothing.
+
+A messy venv (one that already fails `pip check`) is handled too. Where an installed GUARDED package already
+rejects the installed version of another package (torch 2.1.2 wants triton==2.1.0, another triton is installed), that
+package is pinned as well, so pip cannot "repair" the old conflict by moving it; and because such a conflict makes
+pip refuse every requirement that reaches torch (`ERROR: Cannot install torch==2.1.2 because these package
+versions have conflicting dependencies.`), a requirement pip refused is retried on its own: its metadata is read
+(pip's --dry-run --report, which installs nothing) and, when every requirement in it is met by an installed
+distribution, it is installed with --no-deps; a missing dependency that is not a GUARDED package is added first
+the same way. Nothing installed is moved, and a package that needs something installed at another version is left
+out with one line naming that requirement.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import sys
 import tempfile
+
+try:  # the webui's venv has packaging; pip's vendored copy will do, and without either the retry is skipped
+    from packaging.requirements import InvalidRequirement, Requirement
+except ImportError:  # pragma: no cover - depends on the venv
+    try:
+        from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:
+        Requirement = None
+        InvalidRequirement = ValueError
 
 # The webui's pinned or resolved packages (and what its own code needs): never changed by this file.
 GUARDED = (
@@ -76,17 +96,176 @@ def missing(import_name: str) -> bool:
         return True
 
 
-def guard_constraints() -> str:
-    """`name==version` for every installed GUARDED package (pip's constraints-file syntax)."""
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed() -> dict[str, tuple[str, str, list[str]]]:
+    """canonical name → (name, version, requirement lines) of each distribution on sys.path (the first one wins)."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        try:
+            name, version, requires = dist.metadata["Name"], dist.version, list(dist.requires or [])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a broken .dist-info: pip skips it too
+            name = None
+        if name and version and canonical(name) not in found:
+            found[canonical(name)] = (name, version, requires)
+    return found
+
+
+def _applies(req, extras: tuple[str, ...] = ("",)) -> bool:
+    if req.marker is None:
+        return True
+    try:
+        return any(req.marker.evaluate({"extra": extra}) for extra in extras)
+    except (ValueError, TypeError, KeyError):  # an unknown marker variable: not applying, as for pip check
+        return False
+
+
+def _pin(version: str) -> bool:
+    return bool(re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]*", version or ""))
+
+
+def guard_constraints(have: dict[str, tuple[str, str, list[str]]] | None = None) -> str:
+    """`name==version` for every installed GUARDED package (pip's constraints-file syntax), then for every
+    installed package whose version an installed GUARDED package already rejects (a `pip check` failure that pip
+    would otherwise try to repair by moving that package)."""
     lines = []
     for name in GUARDED:
         try:
             version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-        if re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]*", version or ""):
+        if _pin(version):
             lines.append(f"{name}=={version}")
+    for name, version in conflict_pins(installed() if have is None else have):
+        lines.append(f"{name}=={version}")
     return "\n".join(lines) + "\n"
+
+
+def conflict_pins(have: dict[str, tuple[str, str, list[str]]]) -> list[tuple[str, str]]:
+    """(name, installed version) of each non-GUARDED package an installed GUARDED package wants at another version."""
+    if Requirement is None:
+        return []
+    guarded = {canonical(n) for n in GUARDED}
+    pins = {}
+    for key in sorted(guarded & set(have)):
+        for line in have[key][2]:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            other = have.get(canonical(req.name))
+            if (other is None or canonical(req.name) in guarded or not _applies(req) or not _pin(other[1])
+                    or req.specifier.contains(other[1], prereleases=True)):
+                continue
+            pins[canonical(req.name)] = (other[0], other[1])
+    return list(pins.values())
+
+
+def unmet(requires: list[str], have: dict[str, tuple[str, str, list[str]]],
+          extras: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    """For a package's Requires-Dist lines (with these of its extras): (requirements on packages not installed,
+    requirements an installed package does not meet, each with what is installed). Extras of an installed
+    dependency are followed."""
+    missing_reqs, blocking = [], []
+    todo, seen = [(line, ("", *extras)) for line in requires], set()
+    while todo:
+        line, extras = todo.pop(0)
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            blocking.append(f"{line} (unreadable)")
+            continue
+        if not _applies(req, extras) or (str(req), extras) in seen:
+            continue
+        seen.add((str(req), extras))
+        other = have.get(canonical(req.name))
+        if other is None:
+            missing_reqs.append(str(req).split(";")[0].strip())
+        elif req.url or not req.specifier.contains(other[1], prereleases=True):
+            blocking.append(f"{str(req).split(';')[0].strip()} ({other[0]} {other[1]} is installed)")
+        elif req.extras:  # what the extra adds must be met too
+            todo += [(dep, tuple(sorted(req.extras))) for dep in other[2] if not _applies_base(dep)]
+    return missing_reqs, blocking
+
+
+def _applies_base(line: str) -> bool:
+    try:
+        return _applies(Requirement(line))
+    except InvalidRequirement:
+        return False
+
+
+def pip_error(err: RuntimeError) -> str:
+    """pip's first ERROR line in launch.run_pip's message (whose stderr part starts "stderr: ERROR: ...")."""
+    for line in str(err).splitlines():
+        if "ERROR:" in line:
+            return line[line.index("ERROR:"):].strip()
+    return ""
+
+
+class Installer:
+    """Every pip call of one run: the webui's launch.run_pip, the constraints file, --dry-run or not."""
+
+    def __init__(self, launch, constraints: str, dry_run: bool):
+        self.launch, self.constraints, self.dry_run = launch, constraints, dry_run
+
+    def pip(self, req: str, flags: str = "", desc: str = "") -> str | None:
+        args = f'install {"--dry-run " if self.dry_run else ""}{flags}-c "{self.constraints}" "{req}"'
+        out = self.launch.run_pip(args, f"TrainTrain requirement: {req}{desc}")
+        if self.dry_run and out:
+            print("".join(ln for ln in out.splitlines(True) if ln.startswith("Would install")), end="")
+        return out
+
+    def metadata(self, req: str) -> tuple[str, list[str]] | None:
+        """(name==version, Requires-Dist) of what pip would install for req, read without resolving anything."""
+        fd, report = tempfile.mkstemp(prefix="traintrain-report-", suffix=".json")
+        os.close(fd)
+        try:
+            self.launch.run_pip(f'install --dry-run --no-deps --ignore-installed --quiet --report "{report}" '
+                                f'-c "{self.constraints}" "{req}"',
+                                f"TrainTrain requirement: {req} (reading its requirements)")
+            with open(report, encoding="utf-8") as f:
+                items = json.load(f).get("install") or []
+            meta = next((i["metadata"] for i in items if i.get("requested")), None) or items[0]["metadata"]
+            return f'{meta["name"]}=={meta["version"]}', list(meta.get("requires_dist") or [])
+        except (RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError):
+            return None  # an old pip (no --report), no network, no such version: pip's own error is the reason
+        finally:
+            os.unlink(report)
+
+    def add(self, req: str, flags: str = "", depth: int = 0) -> str | None:
+        """Install req; None when done, else why not (pip's first ERROR line, or "" when it gave none)."""
+        try:
+            self.pip(req, flags)
+            return None
+        except RuntimeError as err:
+            refused = pip_error(err)
+        if flags or Requirement is None or depth > 4 or re.search(r"requirement \S+ \(from versions", refused):
+            return refused  # a --no-deps install, or pip found no such version at all (no network, say)
+        meta = self.metadata(req)
+        if meta is None:
+            return refused
+        pinned, requires = meta
+        missing_reqs, blocking = unmet(requires, installed(), tuple(sorted(Requirement(req).extras)))
+        if blocking:
+            return f"it needs {', '.join(blocking)}"
+        guarded = {canonical(n) for n in GUARDED}
+        for dep in missing_reqs:
+            if canonical(Requirement(dep).name) in guarded:
+                return f"it needs {dep}, which is not installed (the webui installs its own packages)"
+            why = self.add(dep, depth=depth + 1)
+            if why is not None:
+                return f"it needs {dep}, which could not be added{': ' + why if why else ''}"
+        try:
+            self.pip(pinned, "--no-deps ", " (its requirements are installed)")
+        except RuntimeError as err:
+            return pip_error(err) or refused
+        print(f"TrainTrain: {'would install' if self.dry_run else 'installed'} {req} with --no-deps: every "
+              f"requirement it has is installed, but pip would not resolve this venv"
+              f"{': ' + refused if refused else ''}")
+        return None
 
 
 def main(argv: list[str]) -> int:
@@ -107,18 +286,13 @@ def main(argv: list[str]) -> int:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(guard_constraints())
+        installer = Installer(launch, constraints, dry_run)
         for name, req, flags in wanted:
-            args = f'install {"--dry-run " if dry_run else ""}{flags}-c "{constraints}" "{req}"'
-            try:
-                out = launch.run_pip(args, f"TrainTrain requirement: {req}")
-            except RuntimeError as err:
-                reason = [ln.strip() for ln in str(err).splitlines() if ln.strip().startswith("ERROR:")]
+            why = installer.add(req, flags)
+            if why is not None:
                 failed.append(name)
                 print(f"TrainTrain: could not install {req} without changing the webui's packages"
-                      f"{': ' + reason[0] if reason else ''}")
-                continue
-            if dry_run and out:
-                print("".join(ln for ln in out.splitlines(True) if ln.startswith("Would install")), end="")
+                      f"{': ' + why if why else ''}")
     finally:
         os.unlink(constraints)
     if failed:

@@ -64,7 +64,7 @@ def test_loss_goes_down_and_the_file_loads(lora_job, demo_models, sample_images)
     assert after < 0.8 * before, (before, after)
 
     report = inspect_lora(result.path, model=demo_models["sd1"])
-    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": [], "forge": []}
     te_up = [v for k, v in tensors.items() if k.startswith("lora_te_") and k.endswith("lora_up.weight")]
     assert te_up and all(v.abs().sum() > 0 for v in te_up), "BASE is selected: the text-encoder LoRA must train"
     assert metadata["ss_max_train_steps"] == "100" and metadata["ss_seed"] == "0"
@@ -321,7 +321,7 @@ def test_other_families_train(lora_job, demo_models, family, overrides):
     result = run_job(job, host)
     assert result.status == "finished"
     report = inspect_lora(result.path, model=demo_models[family])
-    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": [], "forge": []}
     _, meta = read_lora(result.path)
     if family == "sd2":
         assert meta["modelspec.prediction_type"] == "v"

@@ -22,7 +22,7 @@ from trainer.runner import run_job
 from support import spy
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-CLEAN = {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+CLEAN = {"a1111": [], "comfyui": [], "a1111_ineffective": [], "forge": []}
 
 
 def draw(path, radius, color=(200, 40, 40), size=(64, 64), background=(30, 60, 160)):

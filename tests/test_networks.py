@@ -391,7 +391,7 @@ def test_inspect_reports_a_renamed_key(family, components, demo_models, tmp_path
     report = inspect_lora(path, model=demo_models[family])
     assert report["family"] == family and report["network_type"] == "c3lier"
     assert report["ranks"] == {"linear": [4], "conv": [2]}
-    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": [], "forge": []}
     assert report["modules_per_block"]["BASE"] > 0
 
     tensors, meta = read_lora(path)
@@ -403,6 +403,7 @@ def test_inspect_reports_a_renamed_key(family, components, demo_models, tmp_path
     report = inspect_lora(bad, model=demo_models[family])
     assert report["unmatched"]["a1111"] == [renamed]
     assert report["unmatched"]["comfyui"] == [renamed]
+    assert report["unmatched"]["forge"] == [renamed]
 
 
 def test_open_clip_qkv_without_out_proj_is_ineffective(components, tmp_path):
@@ -456,7 +457,7 @@ def test_inspect_cli_against_the_released_architecture(family, components, tmp_p
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["checked_against"].startswith("the released")
-    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": [], "forge": []}
     assert report["network_type"] == "loha" and report["metadata"]["ss_network_module"] == "lycoris.kohya"
 
 
@@ -534,3 +535,22 @@ def test_merged_delta_weight_gives_the_unmerged_output(network_type, components)
         network.detach()
     expected = {"linear", "conv1x1"} | ({"convkxk"} if network_type != "lierla" else set())
     assert kinds == expected
+
+
+def test_forge_rules_know_sd1s_te1_spelling_and_refuse_what_classic_cannot_load(components):
+    """forge-api.md F6: Forge maps SD1's CLIP tower under lora_te_ and lora_te1_; Classic's loader has no DoRA."""
+    c = components("sd1")
+    names = names_from_components(c.family, c.unet, c.text_encoders)
+    network = create_network(c.family, c.unet, c.text_encoders, NetworkSpec(blocks=("BASE", "IN01")))
+    try:
+        keys = list(network.save_tensors())
+    finally:
+        network.detach()
+    assert check_keys(keys, names).ok
+    te1 = [k.replace("lora_te_", "lora_te1_", 1) for k in keys if k.startswith("lora_te_")]
+    report = check_keys(te1, names)
+    assert te1 and not report.forge_unmatched
+    unet_key = next(k for k in keys if k.startswith("lora_unet") and k.endswith(".alpha"))
+    dora = unet_key.replace(".alpha", ".dora_scale")
+    report = check_keys([dora], names)
+    assert report.forge_unmatched == [dora] and not report.comfyui_unmatched and not report.ok

@@ -333,3 +333,19 @@ def test_the_queue_tab_lists_an_interrupted_job_until_it_is_deleted(tab, tmp_pat
     tab.service.delete("crashed")  # the Delete Queue button
     assert [row[0] for row in tab._queue_rows()] == ["waiting"]
 
+
+
+def test_loading_a_preset_or_json_keeps_the_chosen_model_unless_it_names_one_here(tab, demo_models):
+    """A preset (upstream's leave Model empty) or a saved run naming a checkpoint this install lacks must not switch
+    the Model under the user — that is how a LoRA gets trained for the wrong model family."""
+    updates = tab._on_preset_load("LoRA")
+    assert tab.widgets["model"] not in updates and tab.widgets["vae"] not in updates
+    elsewhere = {"mode": "LoRA", "model": "/nowhere/sdxl.safetensors", "vae": "gone.vae.pt"}
+    (tab.folders.presets / "elsewhere.json").write_text(json.dumps(elsewhere), encoding="utf-8")
+    updates = tab._on_preset_load("elsewhere")
+    assert tab.widgets["model"] not in updates and tab.widgets["vae"] not in updates
+    assert "model '/nowhere/sdxl.safetensors' is not here; the current model is kept" in updates[tab.message]
+    here = {"mode": "LoRA", "model": str(demo_models["sd1"])}
+    (tab.folders.presets / "here.json").write_text(json.dumps(here), encoding="utf-8")
+    updates = tab._on_preset_load("here")
+    assert updates[tab.widgets["model"]]["value"] == str(demo_models["sd1"])

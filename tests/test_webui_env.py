@@ -100,7 +100,7 @@ def test_lora_run_writes_a_file_every_loader_reads(lora_job, demo_models):
     result = run_job(job, host)
     assert result.status == "finished" and len(result.losses) == 4
     report = inspect_lora(result.path, model=demo_models["sd1"])
-    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": []}
+    assert report["unmatched"] == {"a1111": [], "comfyui": [], "a1111_ineffective": [], "forge": []}
     tensors, meta = read_lora(result.path)
     assert any(k.startswith("lora_te_") for k in tensors) and any(k.startswith("lora_unet_") for k in tensors)
     assert meta["ss_network_module"] == "networks.lora"

@@ -1,4 +1,4 @@
-"""Would the A1111 webui and ComfyUI match every key of a LoRA file? Both loaders' name rules, reimplemented.
+"""Would the A1111 webui, ComfyUI and Forge match every key of a LoRA file? Their loaders' name rules, reimplemented.
 
 Unmatched keys are only logged by both loaders, which is why a broken file shows up as "my LoRA has no effect".
 Each rule set needs the names of the model's layers; they are derived from its LDM key layout:
@@ -10,6 +10,11 @@ Each rule set needs the names of the model's layers; they are derived from its L
   q/k/v into a MultiheadAttention take effect only when q, k, v and out_proj are all present.
 - ComfyUI (comfy/lora.py): `lora_unet_` + LDM name or + diffusers name of any UNet weight; `lora_te_` (SD1, SD2),
   `lora_te1_` / `lora_te2_` (SDXL) + `text_model_encoder_layers_<i>_<q/k/v/out_proj/fc1/fc2>` for existing layers.
+- Forge Neo and Classic (forge-api.md F6): ComfyUI's key maps (Neo ships comfy/lora.py; Classic its ldm_patched
+  copy), plus SD1's `lora_te1_` spelling for the CLIP tower; q/k/v map one by one (no all-four rule). Classic knows
+  fewer adapter parts (no DoRA), so a key must be known to both. Neo drops a file whose unmatched keys exceed half
+  of it and applies the rest of a file below that silently; Classic drops one with more than 12 — the self-check
+  demands none.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ KNOWN_PARTS = {
     "lora_up.weight", "lora_down.weight", "lora_mid.weight", "alpha", "dora_scale",
     "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
 }
+FORGE_CLASSIC_PARTS = KNOWN_PARTS - {"dora_scale"}  # ldm_patched's loader has no DoRA (forge-api.md F6)
 CLIP_LAYER_PARTS = ("mlp_fc1", "mlp_fc2", "self_attn_k_proj", "self_attn_q_proj", "self_attn_v_proj",
                     "self_attn_out_proj")
 _RESNET_SUFFIX = {"conv1": "in_layers_2", "conv2": "out_layers_3", "norm1": "in_layers_0", "norm2": "out_layers_0",
@@ -42,20 +48,32 @@ class ModelNames:
     comfyui: frozenset[str]
     source: str
 
+    @property
+    def forge(self) -> frozenset[str]:
+        """Forge's names: ComfyUI's, and for SD1 the CLIP tower under `lora_te1_` too."""
+        if self.family.is_sdxl:
+            return self.comfyui
+        return self.comfyui | {"lora_te1_" + n[len("lora_te_"):] for n in self.comfyui if n.startswith("lora_te_")}
+
 
 @dataclass
 class CompatReport:
     a1111_unmatched: list[str] = field(default_factory=list)
     comfyui_unmatched: list[str] = field(default_factory=list)
     a1111_ineffective: list[str] = field(default_factory=list)  # matched, but the webui would apply nothing
+    forge_unmatched: list[str] = field(default_factory=list)  # under Forge Neo's or Classic's rules
 
     @property
     def ok(self) -> bool:
-        return not (self.a1111_unmatched or self.comfyui_unmatched or self.a1111_ineffective)
+        return not (self.a1111_unmatched or self.comfyui_unmatched or self.a1111_ineffective or self.forge_unmatched)
+
+    @property
+    def problems(self) -> list[str]:
+        return sorted({*self.a1111_unmatched, *self.comfyui_unmatched, *self.forge_unmatched}) + self.a1111_ineffective
 
     def as_dict(self) -> dict:
         return {"a1111": self.a1111_unmatched, "comfyui": self.comfyui_unmatched,
-                "a1111_ineffective": self.a1111_ineffective}
+                "a1111_ineffective": self.a1111_ineffective, "forge": self.forge_unmatched}
 
 
 # -- names of a model ------------------------------------------------------------------------------------------
@@ -164,13 +182,16 @@ def a1111_match(name: str, webui: frozenset[str], is_sd2: bool) -> tuple[str | N
 
 # -- the check ---------------------------------------------------------------------------------------------------
 def check_keys(keys, names: ModelNames) -> CompatReport:
-    """Every key of a file under both rule sets; unknown parts (after the first `.`) count as unmatched."""
+    """Every key of a file under each rule set; unknown parts (after the first `.`) count as unmatched."""
     report = CompatReport()
     is_sd2 = names.family.is_sd2
     mha_parts: dict[str, set[str]] = {}
     matched_layers: set[str] = set()
+    forge = names.forge
     for key in sorted(keys):
         name, _, part = key.partition(".")
+        if part not in FORGE_CLASSIC_PARTS or name not in forge:
+            report.forge_unmatched.append(key)
         if part not in KNOWN_PARTS:
             report.a1111_unmatched.append(key)
             report.comfyui_unmatched.append(key)

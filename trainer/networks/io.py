@@ -91,7 +91,7 @@ def save_network(
     if names is not None:
         report = check_keys(tensors.keys(), names)
         if not report.ok:
-            bad = report.a1111_unmatched + report.comfyui_unmatched + report.a1111_ineffective
+            bad = report.problems
             raise IncompatibleLoRA(f"{path} was written, but {len(bad)} key(s) would not load: {', '.join(bad[:5])}")
     log.info("saved %s (%d tensors, %s)", path, len(tensors), save_precision)
     return SavedLoRA(path, report, metadata)

@@ -348,11 +348,26 @@ class TrainTrainTab:
                 updates[component] = gr.update(value=form[key], visible=shown[key])
             elif key in form:
                 updates[component] = gr.update(value=form[key])
-        if not form["model"]:  # upstream presets leave it empty: keep the dropdown's default model
-            updates[self.widgets["model"]] = gr.update(value=self.host.default_model())
+        for key, what in (("model", "model"), ("vae", "VAE")):
+            if not self._names_one(form[key], key, what):  # keep the user's current choice
+                updates.pop(self.widgets[key], None)
+                if form[key] and form[key] != "None":
+                    problems.append(f"Not loaded: {what} {form[key]!r} is not here; the current {what} is kept")
         updates.update({group: gr.update(visible=shown[key]) for key, group in self.groups.items()})
         updates.update(self._say("\n".join([f"Loaded {source}.", *problems])))
         return updates
+
+    def _names_one(self, value: str, key: str, what: str) -> bool:
+        """Does a loaded file's Model / VAE name one that exists here? Upstream presets leave it empty, and a
+        saved run may name a checkpoint this install lacks: then the dropdown keeps what the user chose."""
+        if not value or (key == "vae" and value == "None"):
+            return False
+        if value in (self.host.models() if key == "model" else self.host.vaes()):
+            return True
+        try:
+            return bool(self.host.resolve(value, what))
+        except UserError:
+            return False
 
     def _on_preset_load(self, name: str) -> dict:
         return self._fill(presets.load_preset(name, self.folders.presets), f"preset {name}")
