@@ -239,7 +239,10 @@ def write_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.Pa
                              overwrite: bool = True) -> None:
     """Write through `fileio.atomic_path`, so a crash never leaves a partial `path`; with `overwrite=False`,
     FileExistsError if `path` exists when the file is complete (an existing file is never replaced)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    # serialised here and written into atomic_path's own temp: save_file would write a temp of its own beside it,
+    # under a name no later run knows to clean up after a kill
+    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)
