@@ -265,9 +265,15 @@ def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(cli, sample_ima
 
     monkeypatch.setattr("trainer.host.standalone.load_components", load_components)
 
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    import pathlib
 
-    monkeypatch.setattr("safetensors.torch.save_file", full)
+    real_write = pathlib.Path.write_bytes
+
+    def full(self, data):  # only the serialised LoRA (8-byte header size, then its JSON header) meets a full disk
+        if data[8:9] == b"{":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
     code, err = cli(_job(sample_images))
     assert_refused(code, err, "bad.safetensors not written: No space left on device", cli.out)

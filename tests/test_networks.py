@@ -278,18 +278,19 @@ def test_existing_file_needs_overwrite(components, tmp_path):
 
 
 def test_crash_mid_write_leaves_no_file(components, tmp_path, monkeypatch):
-    import safetensors.torch
+    import pathlib
 
     c = components("sd1")
     spec = NetworkSpec(rank=4, alpha=2, blocks=("IN01",))
     network = create_network(c.family, c.unet, c.text_encoders, spec)
 
-    def crashing_save(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
+    real_write = pathlib.Path.write_bytes
+
+    def crashing_write(self, data):  # the serialised file reaches the disk only halfway
+        real_write(self, data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", crashing_save)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", crashing_write)
     try:
         with pytest.raises(UserError, match="crash.safetensors not written: disk full"):
             save_network(network, tmp_path / "crash.safetensors", metadata=metadata_for(spec, c))
