@@ -79,3 +79,28 @@ def test_the_graph_sees_relative_and_function_level_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_webui_hosts_import_the_webui():
+    """forge-api.md F9: Forge is told apart by host/detect.py, which only looks packages up; its `backend` and
+    `modules_forge` are imported by the Forge Neo host alone, the webuis' `modules` by the webui hosts alone."""
+    hosts = {"trainer.host.webui", "trainer.host.webui_generate", "trainer.host.forge", "trainer.host.forge_classic",
+             "trainer.host.detect"}
+    allowed = {"modules": hosts, "networks": {"trainer.host.webui", "trainer.host.forge"},
+               "backend": {"trainer.host.forge"}, "modules_forge": {"trainer.host.forge"}, "ldm_patched": set()}
+    seen = {name: set() for name in allowed}
+    for path in sorted(ROOT.rglob("*.py")):
+        for name in _top_level_imports(path) & set(allowed):
+            seen[name].add(module_name(path))
+    assert {n: m - allowed[n] for n, m in seen.items() if m - allowed[n]} == {}
+    assert seen["backend"] == {"trainer.host.forge"}  # the check sees imports inside functions

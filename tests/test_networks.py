@@ -555,3 +555,26 @@ def test_forge_rules_know_sd1s_te1_spelling_and_refuse_what_classic_cannot_load(
     dora = unet_key.replace(".alpha", ".dora_scale")
     report = check_keys([dora], names)
     assert report.forge_unmatched == [dora] and not report.comfyui_unmatched and not report.ok
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("network_type", ["lierla", "c3lier", "loha"])
+def test_every_file_we_write_is_fully_matched_under_forges_rules(components, family, network_type):
+    """forge-api.md F6: Neo applies a file with up to half its keys unmatched, silently in part, so the save check
+    asks for none, under Forge's rules as under A1111's and ComfyUI's; every block and both text encoders."""
+    c = components(family)
+    names = names_from_components(c.family, c.unet, c.text_encoders)
+    spec = NetworkSpec(network_type=network_type, rank=4, alpha=2, conv_rank=2, conv_alpha=1,
+                       blocks=BLOCK_IDS)
+    network = create_network(c.family, c.unet, c.text_encoders, spec)
+    try:
+        keys = list(network.save_tensors())
+    finally:
+        network.detach()
+    assert any(k.startswith("lora_te2_" if family == "sdxl" else "lora_te_") for k in keys)
+    report = check_keys(keys, names)
+    assert report.forge_unmatched == [] and report.ok
+    misspelt = next(k for k in keys if k.startswith("lora_unet_") and k.endswith(".alpha"))
+    one_off = [k.replace(misspelt.rsplit(".", 1)[0], misspelt.rsplit(".", 1)[0] + "x") for k in keys]
+    assert set(check_keys(one_off, names).forge_unmatched) == {
+        k for k in one_off if k.startswith(misspelt.rsplit(".", 1)[0] + "x")}

@@ -50,16 +50,39 @@ def pass_output(base: Output, p: Pass) -> Output:
     return dataclasses.replace(base, suffix=p.suffix, overwrite=p.settings.save_overwrite, extra_metadata={})
 
 
-def check_outputs(output: Output, p: Pass) -> None:
-    """Refuse, before loading, a final or periodic file of this pass that exists (unless save_overwrite)."""
-    if not p.train or output.overwrite:
-        return
+def pass_paths(output: Output, p: Pass) -> list[Path]:
+    """The final and periodic files a pass writes."""
+    if not p.train:
+        return []
     s = p.settings
     paths = [output.path()] if p.save else []
-    paths += [output.path(n) for n in sorted(save_points(s.train_iterations, s.save_per_steps))]
-    for path in paths:
+    return paths + [output.path(n) for n in sorted(save_points(s.train_iterations, s.save_per_steps))]
+
+
+def check_outputs(output: Output, p: Pass) -> None:
+    """Refuse, before loading, a final or periodic file of this pass that exists (unless save_overwrite)."""
+    if output.overwrite:
+        return
+    for path in pass_paths(output, p):
         if path.exists():
             raise UserError(f"{path} already exists; tick save_overwrite or choose another save_lora_name")
+
+
+def uncached_output(base: Output, passes: list[Pass]) -> tuple[Output, str]:
+    """Forge applies a LoRA it applied before under the same file name without reading the file again
+    (forge-api.md F6), so there a run that would overwrite a file saves under the next free name instead:
+    <name>_2, <name>_3, … Returns the output and a line for the message ("" when the name is kept)."""
+    def taken(output: Output) -> bool:
+        return any(path.exists() for p in passes for path in pass_paths(pass_output(output, p), p))
+
+    if not base.overwrite or not taken(base):
+        return base, ""
+    n = 2
+    while taken(dataclasses.replace(base, name=f"{base.name}_{n}")):
+        n += 1
+    renamed = dataclasses.replace(base, name=f"{base.name}_{n}")
+    return renamed, (f"Saved as {renamed.path().name}, not over {base.path().name}: Forge would keep applying the "
+                     "old file under its old name.")
 
 
 def check_resume(p: Pass) -> None:
@@ -89,13 +112,19 @@ def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: P
                   model_name=Path(job.model).stem if job.model else "demo")
     base.path()  # validates the name before anything is loaded
     passes = mode.passes()
+    renamed = ""
+    if getattr(host, "caches_lora_files", False):
+        base, renamed = uncached_output(base, passes)
     for p in passes:
         check_outputs(pass_output(base, p), p)
         check_resume(p)
     preflight_checks(job, host, passes, base.directory)
     remove_stale_temps(base.directory)  # left by a run that was killed while saving
     with reserve_name(base.path()):  # a second job of this name is refused here, until this one ends
-        return _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir)
+        if renamed:
+            log.warning("%s", renamed)
+        result = _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir)
+    return dataclasses.replace(result, message=f"{result.message}\n{renamed}") if renamed else result
 
 
 def preflight_checks(job: Job, host: Host, passes: list[Pass], lora_dir: Path) -> None:

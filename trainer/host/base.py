@@ -1,7 +1,7 @@
 """The Host seam: what the runner, the service and the tab need from where they run (standalone or the webui).
 
-Nothing else knows whether the webui is there; only host/webui.py and host/webui_generate.py import its
-`modules`.
+Nothing else knows whether the webui is there; only the webui hosts (host/webui.py, webui_generate.py, forge.py,
+forge_classic.py, and detect.py, which tells them apart) import its `modules`.
 """
 
 from __future__ import annotations
@@ -66,3 +66,5 @@ class Host(Protocol):
         """(images, infotext) of a txt2img per prompt with the txt2img tab's settings (JSON by label, from the page)."""
 
     # Optional: `tool_button(value, elem_id)`, the webui's small emoji button; the tab draws its own without it.
+    # Optional: `caches_lora_files = True` where the host applies a LoRA it applied before without reading the file
+    # again (Forge): a run that would overwrite a file saves under a new name instead (runner.uncached_output).

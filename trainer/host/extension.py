@@ -1,5 +1,5 @@
 """The tab inside the webui: one TrainingService per webui process (it outlives "Reload UI", which builds the
-tab again), the webui host, and the webui's ToolButton."""
+tab again), the host of the webui detected (A1111, Forge Neo, Forge Classic: detect.py), and its ToolButton."""
 
 from __future__ import annotations
 
@@ -27,12 +27,15 @@ def service():
     """The process-wide service; created on first use, when it also resumes jobs left in json/queue.json."""
     global _service
     from ..jobs.service import TrainingService
-    from .webui import WebuiHost
+    from .detect import detect, host_for
 
     with _lock:
         if _service is None:
             console_logging()
-            _service = TrainingService(WebuiHost())
+            webui = detect()
+            host = host_for(webui)  # RuntimeError naming what is missing: the tab shows it
+            logging.getLogger(__name__).info("running in %s", webui.kind)
+            _service = TrainingService(host)
         return _service
 
 

@@ -212,7 +212,7 @@ class WebuiHost:
                          "its next generation merges them again).")
         self._stack().enter_context(held_model.frozen(sd_model))
         notes += self._off_lowvram(sd_model)
-        tensors = held_model.ldm_tensors(sd_model)
+        tensors = self._held_tensors(sd_model)
         held = held_model.dtypes_by_part(tensors)
         unet_cast, note = self._cast_for("UNet and text encoder", held.get("unet"), dtype, tensors, "model.")
         notes += note
@@ -232,6 +232,9 @@ class WebuiHost:
         components.prompt_encoder = self._webui_conditioning(sd_model, components)
         components.notes = [f"Training on the webui's loaded model {info.title} (shared, not loaded again).", *notes]
         return components
+
+    def _held_tensors(self, sd_model) -> dict[str, torch.Tensor]:
+        return held_model.ldm_tensors(sd_model)
 
     def _cast_for(self, what: str, held: torch.dtype | None, asked: torch.dtype | None, tensors, prefix: str):
         """(dtype to cast to, or None to train as held; notes). As held when the held dtype can train: casting
