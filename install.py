@@ -8,11 +8,22 @@ pydantic 1.10): its own requirements accept all of them, so pip has nothing to c
 tools/setup_webui_env.sh replays that: it builds a copy of that venv, runs this file the way the webui does and
 fails if any pinned version moved.
 
+Forge runs this file the same way (`"<python>" install.py`, PYTHONPATH=<webui root>, `launch.run_pip`). Forge Neo
+(2026-02: Python 3.13, torch 2.10, gradio 4.40.0 + gradio_rangeslider 0.0.8, transformers 4.56.2, diffusers 0.36.0,
+peft 0.17.1, numpy 2.3.5, Pillow 12.1.0, pydantic 2.10.6, safetensors 0.7.0) already ships diffusers, pandas and
+matplotlib, so only open_clip_torch (--no-deps), lycoris-lora (which adds toml), bitsandbytes and the optimizers
+are added; every version below also installs there on Python 3.13 without moving anything of Neo's. What Forge
+ships is in GUARDED, so it is never touched: not even to "repair" the conflict Neo lives with (gradio 4.40.0 wants
+pillow<11 next to Neo's Pillow 12.1.0). tools/setup_neo_env.sh replays that with a copy of Neo's venv and fails if
+install.py moved any package in it.
+
 As a second guard every pip call gets a constraints file holding the installed version of each package in
 GUARDED, so pip cannot move one even in a venv that differs from v1.10.1's (another webui release, an older
 huggingface_hub); a package that would need that is left out and a line says so (exit code 1, which the webui
 only reports). `python install.py --dry-run` (with the webui's `launch` importable) asks pip to resolve every
-requirement, present or not, under the same constraints, and installs nothing.
+requirement, present or not, under the same constraints, and installs nothing; a requirement whose package the
+webui itself ships (a GUARDED one that is installed, such as Neo's diffusers) is not asked for, since this file
+never installs it there.
 
 A messy venv (one that already fails `pip check`) is handled too. Where an installed GUARDED package already
 rejects the installed version of another package (torch 2.1.2 wants triton==2.1.0, another triton is installed), that
@@ -44,12 +55,14 @@ except ImportError:  # pragma: no cover - depends on the venv
         Requirement = None
         InvalidRequirement = ValueError
 
-# The webui's pinned or resolved packages (and what its own code needs): never changed by this file.
+# The webui's (or Forge's) pinned or resolved packages (and what its own code needs): never changed by this file.
+# The webui v1.10.1 ones, then what Forge Neo also pins or installs (diffusers, peft, gradio_rangeslider, ...).
 GUARDED = (
     "torch", "torchvision", "xformers", "transformers", "tokenizers", "huggingface_hub", "safetensors", "numpy",
     "Pillow", "accelerate", "gradio", "gradio_client", "fastapi", "starlette", "pydantic", "httpx", "httpcore",
     "protobuf", "open-clip-torch", "omegaconf", "einops", "psutil", "setuptools", "pytorch_lightning", "kornia",
     "scikit-image", "spandrel", "timm",
+    "diffusers", "peft", "gradio_rangeslider", "pydantic_core", "lightning", "triton", "packaging",
 )
 
 
@@ -66,19 +79,22 @@ def requirements(torch: tuple[int, int]) -> dict[str, str]:
     return {
         # huggingface_hub>=0.34 (<2), safetensors>=0.3.1, numpy, Pillow: unversioned. Loading and training use
         # its models and single-file converters, which work with transformers 4.30.2; its pipelines need a
-        # newer transformers, and the trainer does not use them.
+        # newer transformers, and the trainer does not use them. Forge Neo ships its own (0.36.0): left alone.
         "diffusers": "diffusers==0.35.2",
-        # torch, einops, numpy, safetensors, tqdm, toml: unversioned (LoHa works with the webui's einops 0.4.1).
+        # torch, einops, numpy, safetensors, tqdm, toml: unversioned (LoHa works with the webui's einops 0.4.1);
+        # diffusers/transformers only for its "dev" extra, so Neo's diffusers 0.36.0 is no obstacle.
         "lycoris": "lycoris-lora==4.1.3",
         # 0.46+ require torch>=2.2 and 0.48+ torch>=2.3; 0.45.5 is the last that accepts the webui's torch 2.1.2.
+        # 0.50.2: torch>=2.4,<3, numpy>=1.17, packaging>=20.9, so Neo's torch 2.10 and numpy 2.3.5 too (Neo's own
+        # --bnb would install 0.49.1, and skips bitsandbytes once it is installed).
         "bitsandbytes": "bitsandbytes==0.50.2" if torch >= (2, 4) else "bitsandbytes==0.45.5",
         "prodigyopt": "prodigyopt==1.1.2",  # no requirements
         "dadaptation": "dadaptation==3.2",  # no requirements
         "schedulefree": "schedulefree==1.4.1",  # torch, typing-extensions: unversioned
         "pytorch_optimizer": "pytorch-optimizer==4.1.0",  # torch>=2.1, numpy>1.24.4
         "lion_pytorch": "lion-pytorch==0.2.5",  # torch>=1.6
-        # gradio 3.41.2 already brings both; these matter only in a venv that lost them (they also run on
-        # the Python 3.10 most webui installs use).
+        # gradio 3.41.2 (and Neo's gradio 4.40.0) already brings both; these matter only in a venv that lost them
+        # (they have wheels for the Python 3.10 most webui installs use and for Neo's 3.13).
         "pandas": "pandas==2.3.3",  # numpy>=1.22.4
         "matplotlib": "matplotlib==3.10.7",  # numpy>=1.23, pillow>=8
     }
@@ -94,6 +110,18 @@ def missing(import_name: str) -> bool:
         return importlib.util.find_spec(import_name) is None
     except (ImportError, ValueError):
         return True
+
+
+def shipped(req: str) -> bool:
+    """Whether req's package is one the webui itself ships (GUARDED) and is installed: never installed from here."""
+    name = re.split(r"[=<>!~\[ ;]", req, maxsplit=1)[0]
+    if canonical(name) not in {canonical(n) for n in GUARDED}:
+        return False
+    try:
+        importlib.metadata.version(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
 
 
 def canonical(name: str) -> str:
@@ -276,8 +304,10 @@ def main(argv: list[str]) -> int:
     if torch is None:
         print("TrainTrain: torch is not installed in this venv; installing nothing (the webui installs torch)")
         return 1
-    wanted = [(name, req, "") for name, req in requirements(torch).items() if dry_run or missing(name)]
-    wanted += [(name, req, "--no-deps ") for name, req in NO_DEPS.items() if dry_run or missing(name)]
+    wanted = [(name, req, "") for name, req in requirements(torch).items()
+              if missing(name) or (dry_run and not shipped(req))]
+    wanted += [(name, req, "--no-deps ") for name, req in NO_DEPS.items()
+               if missing(name) or (dry_run and not shipped(req))]
     if not wanted:
         return 0
 

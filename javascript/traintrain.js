@@ -7,6 +7,10 @@
 // into the hidden #tt_txt2img_settings box as JSON, so the server renders with them.
 (function () {
     "use strict";
+    if (window.traintrainLoaded) {
+        return;  // loaded twice (a page that inlines it and also serves it): one poll, not two
+    }
+    window.traintrainLoaded = true;
     var POLL_MS = 1000;
     var PLOT_MS = 5000;
     var lastPlot = 0;

@@ -245,3 +245,22 @@ def test_without_any_packaging_it_runs_as_before(monkeypatch, capsys):
          "ttsched==1.4.1 because these package versions have conflicting dependencies."),
         "TrainTrain: not installed: ttsched_not_here (the features that need them will say so)",
     ]
+
+
+def test_dry_run_skips_what_the_webui_ships(monkeypatch):
+    """Forge Neo ships diffusers (a GUARDED package): install.py never installs it there, so --dry-run does not ask
+    pip to resolve our pin for it either; a package the webui does not ship is resolved, installed or not."""
+    install = _install_module()
+    assert install.shipped("diffusers==0.35.2") and install.shipped("torch")  # both in the test interpreter
+    assert not install.shipped("ttopt==1.1.2")  # not GUARDED
+    assert importlib.util.find_spec("xformers") is None and not install.shipped("xformers==0.0.28")  # not installed
+    calls = []
+    monkeypatch.setitem(sys.modules, "launch", type(sys)("launch"))
+    monkeypatch.setattr(sys.modules["launch"], "run_pip", lambda args, desc: calls.append(args) or "",
+                        raising=False)
+    monkeypatch.setattr(install, "requirements", lambda torch: {"diffusers": "diffusers==0.35.2",
+                                                                 "pytest": "pytest==1.0"})
+    monkeypatch.setattr(install, "NO_DEPS", {})
+    monkeypatch.setattr(install, "torch_version", lambda: (2, 1))
+    assert install.main(["--dry-run"]) == 0
+    assert len(calls) == 1 and calls[0].startswith("install --dry-run ") and calls[0].endswith('"pytest==1.0"')

@@ -153,7 +153,8 @@ def test_diffusers_load_lora_weights_agrees(family, components, tmp_path):
         pipe = StableDiffusionPipeline(text_encoder=c.text_encoders[0], tokenizer=c.tokenizers[0],
                                        safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False, **parts)
-    pipe.load_lora_weights(str(path), adapter_name="ours")
+    # a folder and weight_name: diffusers 0.36 (Forge Neo's) refuses a bare file path offline
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name="ours")
     try:
         theirs = unet_out(c, inputs)
         theirs_text = text_out(c)

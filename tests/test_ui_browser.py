@@ -1,4 +1,6 @@
-"""End to end in headless Chromium against `python -m trainer ui` on 127.0.0.1.
+"""End to end in headless Chromium against `python -m trainer ui` on 127.0.0.1, and the tab inside the fake webui's and
+the fake Forge Neo's pages. Nothing here depends on the Gradio version: the same tests run under Gradio 3.41 (.venv)
+and Gradio 4.40 (a Gradio-4 venv), and each page's Gradio is whatever that interpreter has.
 
 Needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (no browser download: it drives the system
 Chromium). `.ci/run` installs both; set TRAINTRAIN_SKIP_BROWSER=1 to skip these tests on a machine without them.
@@ -147,6 +149,52 @@ def click(page, elem_id: str) -> None:
     page.locator(f'[id="{elem_id}"]').first.click()
 
 
+def wait_until(page, check, what: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, f"{what}: not within {timeout} s"
+        page.wait_for_timeout(200)
+
+
+def enabled(page, elem_id: str) -> bool:
+    button = page.locator(f'[id="{elem_id}"]').first
+    return (button if button.evaluate("n => n.tagName") == "BUTTON" else button.locator("button").first).is_enabled()
+
+
+def open_tab(page, title: str) -> None:
+    page.locator("#tt_tabs button", has_text=title).first.click()
+
+
+def step_of(text: str) -> int:
+    return int(text.split("step ")[1].split("/")[0])
+
+
+def start_and_stop(page, name: str, save: bool) -> str:
+    """Start the configured run, wait for a step (the poll brings it), press Stop / Stop and Save; the final message."""
+    click(page, "tt_start")
+    wait_message(page, "step ")
+    wait_until(page, lambda: enabled(page, "tt_stop") and not enabled(page, "tt_start"),
+               "Stop enabled and Start disabled while it trains")
+    click(page, "tt_stop_save" if save else "tt_stop")
+    wait_message(page, f"Stopping '{name}' after this step" + (" and saving it." if save else " (not saved)."))
+    done = wait_message(page, "Stopped at step", timeout=120)
+    wait_until(page, lambda: enabled(page, "tt_start") and not enabled(page, "tt_stop"), "Start enabled again")
+    return done
+
+
+def created(done: str) -> Path:
+    """The file a "Successfully created <path>" message names (Stop and Save adds `_<step>steps` to the name)."""
+    return Path(done.split("Successfully created ")[1].split()[0])
+
+
+def plot_shows(page) -> None:
+    open_tab(page, "Plot")
+    fill(page, "tt_plot_name", "")
+    click(page, "tt_plot_reload")
+    page.wait_for_selector("#tt_plot img", timeout=30_000)
+    open_tab(page, "Train")
+
+
 def configure_lora_run(page, images: Path, name: str, steps: int) -> None:
     choose(page, "tt_preset", "LoRA")
     click(page, "tt_preset_load")
@@ -175,20 +223,40 @@ def test_train_queue_plot_in_the_browser(browser, app, workspace):
     click(page, "tt_start")
     progress = wait_message(page, "step ")
     assert "/24" in progress and "loss EMA" in progress and "ETA" in progress
+    page.wait_for_selector('#tt_progress .tt-progress[data-state="training"]', timeout=10_000)  # the bar is drawn
+    page.wait_for_function("document.title.startsWith('[')", timeout=10_000)  # "[37%] TrainTrain"
+    assert not enabled(page, "tt_start") and enabled(page, "tt_stop")
     shot(page, "03-training")
     fill(page, "tt_1_save_lora_name", "e2e_second")
     fill(page, "tt_1_train_iterations", "4")
     click(page, "tt_add_queue")
     wait_message(page, "Added 'e2e_second' to the queue (position 1)")
+    fill(page, "tt_1_save_lora_name", "e2e_dropped")
+    click(page, "tt_add_queue")
+    wait_message(page, "Added 'e2e_dropped' to the queue (position 2)")
+
+    # the Queue tab lists both; Delete takes one out
+    open_tab(page, "Queue")
+    click(page, "tt_queue_reload")
+    table = page.locator("#tt_queue_table")
+    wait_until(page, lambda: "e2e_second" in table.inner_text() and "e2e_dropped" in table.inner_text(),
+               "the queue table lists both waiting jobs")
+    fill(page, "tt_queue_name", "e2e_dropped")
+    click(page, "tt_queue_delete")
+    wait_message(page, "Removed 'e2e_dropped' from the queue.")
+    wait_until(page, lambda: "e2e_dropped" not in table.inner_text(), "the deleted job leaves the table")
+    assert "e2e_second" in table.inner_text()
+    shot(page, "03b-queue")
+    open_tab(page, "Train")
 
     # progress moves while it trains (javascript/traintrain.js polls every second)
-    first_step = int(progress.split("step ")[1].split("/")[0])
+    first_step = step_of(progress)
     later = wait_message(page, "step ", timeout=30)
     deadline = time.time() + 60
-    while int(later.split("step ")[1].split("/")[0]) <= first_step and time.time() < deadline:
+    while step_of(later) <= first_step and time.time() < deadline:
         page.wait_for_timeout(300)
         later = message(page)
-    assert int(later.split("step ")[1].split("/")[0]) > first_step, later
+    assert step_of(later) > first_step, later
 
     done = wait_message(page, "Successfully created", timeout=300)
     assert (tmp / "out" / "e2e_first.safetensors").is_file(), done
@@ -196,6 +264,7 @@ def test_train_queue_plot_in_the_browser(browser, app, workspace):
     # the queued job runs after the first
     wait_message(page, "e2e_second.safetensors", timeout=300)
     assert (tmp / "out" / "e2e_second.safetensors").is_file()
+    assert not (tmp / "out" / "e2e_dropped.safetensors").exists()
     shot(page, "05-queue-done")
 
     page.locator("#tt_tabs button", has_text="Plot").first.click()
@@ -203,6 +272,41 @@ def test_train_queue_plot_in_the_browser(browser, app, workspace):
     click(page, "tt_plot_reload")
     page.wait_for_selector("#tt_plot img", timeout=30_000)
     shot(page, "06-plot")
+    page.close()
+
+
+def test_refresh_buttons_and_stop_in_the_browser(browser, app, workspace):
+    """The 🔄 buttons list what appeared since the page loaded (presets, checkpoints, VAEs); Stop ends a run unsaved."""
+    url, tmp = app
+    _, models, images = workspace
+    page = open_page(browser, url)
+    preset = tmp / "data" / "presets" / "e2e_fresh.json"
+    checkpoint = models / "e2e-refreshed.safetensors"
+    vae = models / "vae" / "e2e-refreshed-vae.safetensors"
+    try:
+        preset.write_text('{"mode": "LoRA", "train_iterations": "77"}', encoding="utf-8")
+        os.link(models / "demo-sd1.safetensors", checkpoint)
+        vae.parent.mkdir(exist_ok=True)
+        vae.write_bytes(b"not read: only listed")
+        click(page, "tt_preset_refresh")
+        choose(page, "tt_preset", "e2e_fresh")
+        click(page, "tt_preset_load")
+        wait_message(page, "Loaded preset e2e_fresh")
+        assert textbox(page, "tt_1_train_iterations").input_value() == "77"
+        click(page, "tt_model_refresh")
+        choose(page, "tt_model", "e2e-refreshed.safetensors")
+        click(page, "tt_vae_refresh")
+        choose(page, "tt_vae", "e2e-refreshed-vae.safetensors")
+        choose(page, "tt_vae", "None")
+        shot(page, "07-refreshed")
+    finally:
+        for made in (preset, checkpoint, vae):
+            made.unlink(missing_ok=True)
+
+    configure_lora_run(page, images, "e2e_stopped", 2000)
+    done = start_and_stop(page, "e2e_stopped", save=False)
+    assert "Successfully created" not in done and not (tmp / "out" / "e2e_stopped.safetensors").exists(), done
+    shot(page, "08-stopped")
     page.close()
 
 
@@ -247,34 +351,42 @@ def test_each_page_has_its_own_message(browser, app):
     second.close()
 
 
+def serve_fake(root: Path, driver: Path, env: dict) -> subprocess.Popen:
+    """Start a fake webui's run_extension.py serving its page (the extension loaded as the webui loads it)."""
+    log = open(root / "webui.log", "w")
+    process = subprocess.Popen([sys.executable, str(driver)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    deadline = time.time() + 120
+    port = int(next(v for k, v in env.items() if k.endswith("_SERVE")))
+    while True:
+        assert process.poll() is None, (root / "webui.log").read_text()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            assert time.time() < deadline, f"{driver} did not start"
+            time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def webui_page(tmp_path_factory, workspace):
     """The tab rendered inside the fake webui's page (tests/fake_webui), served with the webui's queue on."""
     _, models, _ = workspace
     root = tmp_path_factory.mktemp("webui-page")
     port = free_port()
-    log = open(root / "webui.log", "w")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FAKE_WEBUI_ROOT": str(root), "FAKE_WEBUI_CKPT_DIR": str(models),
-           "FAKE_WEBUI_LORA_DIR": str(root / "Lora"), "FAKE_WEBUI_SERVE": str(port)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_webui" / "run_extension.py")], cwd=root,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while True:
-        assert process.poll() is None, (root / "webui.log").read_text()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert time.time() < deadline, "the fake webui did not start"
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/", root / "Lora"
+    (root / "VAE").mkdir()
+    process = serve_fake(root, ROOT / "tests" / "fake_webui" / "run_extension.py", {
+        "FAKE_WEBUI_ROOT": str(root), "FAKE_WEBUI_CKPT_DIR": str(models), "FAKE_WEBUI_LORA_DIR": str(root / "Lora"),
+        "FAKE_WEBUI_VAE_DIR": str(root / "VAE"), "FAKE_WEBUI_SERVE": str(port)})
+    yield f"http://127.0.0.1:{port}/", root / "Lora", root / "VAE"
     stop_server(process)
 
 
 def test_the_tab_inside_the_webui_page(browser, webui_page, workspace):
-    """Rendered as a webui tab, with the webui's queue on: presets fill both passes, and a run shows live progress
-    (traintrain.js polling) and lands in the webui's LoRA folder."""
-    url, lora_dir = webui_page
+    """Rendered as a webui tab, with the webui's queue on: presets fill both passes, the 🔄 buttons ask the webui for
+    its lists again, a run shows live progress (traintrain.js polling), Stop and Save lands it in the webui's LoRA
+    folder, and the Plot tab draws it."""
+    url, lora_dir, vae_dir = webui_page
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(url)
     page.locator("#tabs button", has_text="TrainTrain").first.click()
@@ -288,11 +400,23 @@ def test_the_tab_inside_the_webui_page(browser, webui_page, workspace):
     assert textbox(page, "tt_1_train_learning_rate").input_value() == "5e-4"
     shot(page, "20-webui-difference-preset")
 
-    configure_lora_run(page, workspace[2], "webui_tab", 12)
-    click(page, "tt_start")
-    wait_message(page, "step ")  # only the poll brings this
-    wait_message(page, "Successfully created", timeout=300)
-    assert (lora_dir / "webui_tab.safetensors").is_file()
+    (vae_dir / "webui-fresh.vae.pt").write_bytes(b"not read: only listed")
+    click(page, "tt_vae_refresh")
+    choose(page, "tt_vae", "webui-fresh.vae.pt")
+    choose(page, "tt_vae", "None")
+    checkpoint = workspace[1] / "webui-refreshed.safetensors"
+    os.link(workspace[1] / "demo-sd1.safetensors", checkpoint)
+    try:
+        click(page, "tt_model_refresh")
+        choose(page, "tt_model", "webui-refreshed.safetensors")
+    finally:
+        checkpoint.unlink()
+
+    configure_lora_run(page, workspace[2], "webui_tab", 2000)
+    done = start_and_stop(page, "webui_tab", save=True)  # the poll brings the steps and the end
+    assert "Successfully created" in done, done
+    assert created(done).parent == lora_dir and created(done).name.startswith("webui_tab_") and created(done).is_file()
+    plot_shows(page)
     shot(page, "21-webui-trained")
     page.close()
 
@@ -300,7 +424,7 @@ def test_the_tab_inside_the_webui_page(browser, webui_page, workspace):
 def test_generate_uses_the_txt2img_tabs_current_settings(browser, webui_page):
     """iLECO's Generate Original inside the webui page: traintrain.js reads the txt2img tab's current values by their
     labels as the button is pressed, and the webui's txt2img (the fake's process_images) renders with them."""
-    url, _ = webui_page
+    url, _, _ = webui_page
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(url)
     page.wait_for_selector("#tab_txt2img #txt2img_steps input[type=number]", timeout=60_000)
@@ -323,4 +447,46 @@ def test_generate_uses_the_txt2img_tabs_current_settings(browser, webui_page):
     assert "Size: 64x64" in info, info
     assert page.locator("#tt_preview img").count() >= 1
     shot(page, "22-webui-generate")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def forge_page(tmp_path_factory, workspace):
+    """The tab inside the fake Forge Neo's page (tests/fake_forge): Neo's queue (default_concurrency_limit=32) under
+    Gradio 4, Classic's (64) under Gradio 3."""
+    _, models, _ = workspace
+    root = tmp_path_factory.mktemp("forge-page")
+    port = free_port()
+    process = serve_fake(root, ROOT / "tests" / "fake_forge" / "run_extension.py", {
+        "FAKE_FORGE_ROOT": str(root), "FAKE_FORGE_CKPT_DIR": str(models), "FAKE_FORGE_LORA_DIR": str(root / "Lora"),
+        "FAKE_FORGE_SERVE": str(port)})
+    yield f"http://127.0.0.1:{port}/", root / "Lora"
+    stop_server(process)
+
+
+def test_the_tab_inside_the_forge_page(browser, forge_page, workspace):
+    """Forge Neo's page: the tab's buttons are wired (the 🔄 buttons, Start, progress by the poll, Stop and Save into
+    Forge's LoRA folder, the queue, Plot)."""
+    url, lora_dir = forge_page
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(url)
+    page.locator("#tabs button", has_text="TrainTrain").first.click()
+    page.wait_for_selector("#tab_traintrain #tt_message textarea", timeout=60_000)
+    if not page.evaluate("() => !!window.traintrainLoaded"):
+        # Neo puts every extension's javascript/*.js and style.css into its page; tests/fake_forge does not (yet)
+        page.add_script_tag(path=str(ROOT / "javascript" / "traintrain.js"))
+        page.add_style_tag(path=str(ROOT / "style.css"))
+    click(page, "tt_model_refresh")
+    click(page, "tt_vae_refresh")
+    configure_lora_run(page, workspace[2], "forge_tab", 2000)
+    done = start_and_stop(page, "forge_tab", save=True)
+    assert "Successfully created" in done, done
+    assert created(done).parent == lora_dir and created(done).name.startswith("forge_tab_") and created(done).is_file()
+    fill(page, "tt_1_save_lora_name", "forge_queued")
+    fill(page, "tt_1_train_iterations", "2")
+    click(page, "tt_add_queue")  # nothing runs: it starts at once
+    wait_message(page, "Added 'forge_queued' to the queue (position 1)")
+    wait_message(page, "forge_queued.safetensors", timeout=120)
+    plot_shows(page)
+    shot(page, "30-forge-trained")
     page.close()

@@ -155,8 +155,8 @@ def test_json_load_searches_the_json_folder_recursively(tmp_path):
 
 
 # -- the tab, in-process -----------------------------------------------------------------------------------------
-@pytest.fixture
-def tab(tmp_path):
+def make_tab(tmp_path, tool_button=None):
+    """The tab over a StandaloneHost and a stand-in runner; `.blocks` is what it built, `.started` the jobs run."""
     from trainer.host.standalone import StandaloneHost
     from trainer.jobs.service import TrainingService
     from trainer.ui.tab import Folders, TrainTrainTab
@@ -174,10 +174,15 @@ def tab(tmp_path):
     host = StandaloneHost(lora_dir=tmp_path / "out")
     service = TrainingService(host, queue_file=folders.json / "queue.json", logs_dir=folders.logs,
                               json_dir=folders.json, run_job=runner)
-    built = TrainTrainTab(service, host, folders)
-    built.build()
+    built = TrainTrainTab(service, host, folders, tool_button=tool_button)
+    built.blocks = built.build()
     built.started = started
     return built
+
+
+@pytest.fixture
+def tab(tmp_path):
+    return make_tab(tmp_path)
 
 
 def values_of(tab, form: dict) -> dict:
@@ -349,3 +354,129 @@ def test_loading_a_preset_or_json_keeps_the_chosen_model_unless_it_names_one_her
     (tab.folders.presets / "here.json").write_text(json.dumps(here), encoding="utf-8")
     updates = tab._on_preset_load("here")
     assert updates[tab.widgets["model"]]["value"] == str(demo_models["sd1"])
+
+
+# -- Gradio 3.41 and 4.x: the same tab under either (run this module under both) ----------------------------------
+TOOL_BUTTONS = {"tt_preset_load": "↙️", "tt_preset_save": "💾", "tt_preset_refresh": "🔄", "tt_json_load": "↙️",
+                "tt_model_refresh": "🔄", "tt_vae_refresh": "🔄"}
+
+
+def page_config(tab) -> tuple[dict, dict]:
+    """(elem_id → component config, elem_id → [its events' configs]) of the built tab, as the page receives them.
+    Gradio 3 lists an event's targets as ids, Gradio 4 as (id, event) pairs."""
+    config = tab.blocks.get_config_file()
+    components = {c["id"]: c for c in config["components"]}
+    by_elem = {c["props"].get("elem_id"): c for c in components.values() if c["props"].get("elem_id")}
+    events = {}
+    for dependency in config["dependencies"]:
+        for target in dependency["targets"]:
+            target = target[0] if isinstance(target, (list, tuple)) else target
+            events.setdefault(components[target]["props"].get("elem_id"), []).append(dependency)
+    return by_elem, events
+
+
+def test_every_handler_is_out_of_the_api_and_the_quick_ones_answer_outside_the_queue(tab):
+    _, events = page_config(tab)
+    assert sum(len(e) for e in events.values()) >= 15 and all(
+        d["api_name"] is False for e in events.values() for d in e)
+    for quick in ("tt_poll", "tt_stop", "tt_stop_save", "tt_plot_reload", "tt_mode"):
+        assert [d["queue"] for d in events[quick]] == [False], quick  # answered while Start's handler runs
+    for queued in ("tt_start", "tt_add_queue", "tt_preset_load", "tt_model_refresh", "tt_queue_delete"):
+        assert [d["queue"] is False for d in events[queued]] == [False], queued
+    assert [d["show_progress"] for d in events["tt_poll"]] == ["hidden"]  # no overlay flickering every second
+    assert [d["show_progress"] for d in events["tt_start"]] == ["full"]
+
+
+def test_the_page_describes_its_api_without_error(tab):
+    """Gradio 4.40 builds this for every page request; with a file component (Image, Gallery) and pydantic >= 2.11
+    it raised, and the page was a 500. The tab's handlers are no API, so there is nothing to describe."""
+    import gradio
+
+    if hasattr(tab.blocks, "get_api_info"):  # Gradio 4
+        info = tab.blocks.get_api_info()
+    else:  # Gradio 3.41
+        info = gradio.blocks.get_api_info(tab.blocks.get_config_file())
+    assert info["named_endpoints"] == {} and info["unnamed_endpoints"] == {}
+
+
+def test_the_tool_buttons_reach_the_page_with_their_ids_and_text(tab):
+    by_elem, events = page_config(tab)
+    for elem_id, text in TOOL_BUTTONS.items():
+        assert by_elem[elem_id]["props"]["value"] == text, elem_id
+        assert len(events[elem_id]) == 1, elem_id
+
+
+def _fake_webui_tool_button():
+    """AUTOMATIC1111's ToolButton (tests/fake_webui): `__init__(self, *args, **kwargs)`, written for Gradio 3."""
+    import importlib.util
+    import sys
+
+    name = "fake_webui_ui_components_for_test_ui_form"
+    if name not in sys.modules:  # Gradio 4 reads the class's source through sys.modules as it is defined
+        path = Path(__file__).parent / "fake_webui" / "modules" / "ui_components.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name].ToolButton
+
+
+def test_a_webui_tool_button_is_used_where_the_page_gets_its_id_else_our_own(tmp_path):
+    from trainer.ui.gradio_compat import GRADIO_4
+
+    tool_button = _fake_webui_tool_button()
+    made = []
+
+    def host_tool_button(value, elem_id):
+        made.append(elem_id)
+        return tool_button(value=value, elem_id=elem_id)
+
+    built = make_tab(tmp_path, tool_button=host_tool_button)
+    by_elem, events = page_config(built)
+    for elem_id, text in TOOL_BUTTONS.items():
+        assert by_elem[elem_id]["props"]["value"] == text and len(events[elem_id]) == 1, elem_id
+    # Gradio 3 sends what its get_config says: the webui's button, every time. Gradio 4 sends only what __init__'s
+    # signature names: it would have no id and no text, so after the first try the tab draws its own.
+    assert isinstance(built.model_refresh, tool_button) is (not GRADIO_4)
+    assert len(made) == (1 if GRADIO_4 else len(TOOL_BUTTONS))
+    assert len([c for c in built.blocks.get_config_file()["components"]
+                if c["props"].get("value") == "🔄"]) == 3  # the one taken out is not in the page
+
+
+def test_a_webui_without_its_tool_button_still_gets_the_tab(tmp_path):
+    def missing(value, elem_id):
+        from modules_that_do_not_exist.ui_components import ToolButton  # noqa: F401
+
+    built = make_tab(tmp_path, tool_button=missing)
+    by_elem, _ = page_config(built)
+    assert all(by_elem[elem_id]["props"]["value"] == text for elem_id, text in TOOL_BUTTONS.items())
+
+
+def test_client_side_code_takes_the_keyword_of_the_installed_gradio():
+    import gradio as gr
+
+    from trainer.ui.gradio_compat import GRADIO_4, MAJOR, js_kwargs
+
+    assert MAJOR == int(gr.__version__.split(".")[0]) and GRADIO_4 is (MAJOR >= 4)
+    assert js_kwargs("() => 1") == ({"js": "() => 1"} if GRADIO_4 else {"_js": "() => 1"})
+    assert js_kwargs(None) == {}
+
+
+UI_SOURCES = sorted((Path(__file__).parent.parent / "trainer" / "ui").glob("*.py")) + [
+    Path(__file__).parent.parent / "scripts" / "traintrain.py"]
+GRADIO_3_ONLY = {  # what plain Gradio 4 lacks or renamed (Neo shims some of it, the standalone app has no shims)
+    r"\bgr\.\w+\.update\(": "gr.update(...)", r"\b_js=": "gradio_compat.js_kwargs", r"\.style\(": "constructor kwargs",
+    r"\bgr\.Box\b": "gr.Group", r"\bconcurrency_count\b": "per-event concurrency", r"\bsource=": "sources=[...]",
+}
+
+
+@pytest.mark.parametrize("path", UI_SOURCES, ids=[p.name for p in UI_SOURCES])
+def test_the_ui_code_uses_no_gradio_3_only_idiom(path):
+    import re
+
+    if path.name == "gradio_compat.py":
+        return
+    code = path.read_text(encoding="utf-8")
+    for pattern, instead in GRADIO_3_ONLY.items():
+        assert not re.search(pattern, code), f"{path.name}: {pattern} (use {instead})"
+    if path.name == "tab.py":
+        assert not re.search(r"\.(click|change|input|select|submit)\(", code), "wire events through listen()"

@@ -37,15 +37,37 @@ def run_webui(root: Path, **env) -> dict:
     return json.loads(lines[-1][len("REPORT "):])
 
 
+TAB_IDS = ("tt_message", "tt_start", "tt_stop", "tt_stop_save", "tt_add_queue", "tt_preset", "tt_mode", "tt_model",
+           "tt_vae", "tt_network_type", "tt_1_train_iterations", "tt_2_train_iterations",
+           "tt_network_blocks(BASE = TextEncoder)", "tt_use_2nd_pass_settings", "tt_2nd_pass", "tt_ileco_group",
+           "tt_images_group", "tt_queue_table", "tt_queue_reload", "tt_queue_delete", "tt_plot", "tt_plot_reload",
+           "tt_poll", "tt_generate_original",
+           # the ToolButtons: under Gradio 4 a webui's Gradio-3-style ToolButton would reach the page without its id
+           "tt_preset_load", "tt_preset_save", "tt_preset_refresh", "tt_json_load", "tt_model_refresh",
+           "tt_vae_refresh")
+
+
 def test_the_tab_registers_and_builds(webui_dirs):
     report = run_webui(webui_dirs)
     assert report["tabs"] == [["Blocks", "TrainTrain", "traintrain"]]
     ids = set(report["elem_ids"])
-    for expected in ("tt_message", "tt_start", "tt_stop", "tt_stop_save", "tt_add_queue", "tt_preset", "tt_mode",
-                     "tt_model", "tt_vae", "tt_network_type", "tt_1_train_iterations", "tt_2_train_iterations",
-                     "tt_network_blocks(BASE = TextEncoder)", "tt_use_2nd_pass_settings", "tt_2nd_pass",
-                     "tt_ileco_group", "tt_images_group", "tt_queue_table", "tt_plot", "tt_poll"):
+    for expected in TAB_IDS:
         assert expected in ids, expected
+    assert not report["message"].startswith("ModuleNotFoundError")
+
+
+def test_the_tab_registers_and_builds_in_forge_neo(webui_dirs, tmp_path):
+    """The same tab in the fake Forge Neo (tests/fake_forge: its Gradio 4 shims applied under Gradio 4)."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "FAKE_FORGE_ROOT": str(tmp_path),
+                   "FAKE_FORGE_CKPT_DIR": str(webui_dirs / "models" / "Stable-diffusion"),
+                   "FAKE_FORGE_LORA_DIR": str(tmp_path / "Lora")}
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "fake_forge" / "run_extension.py")], cwd=tmp_path,
+                          env=environment, capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT "):])
+    assert report["tabs"] == [["Blocks", "TrainTrain", "traintrain"]]
+    assert set(TAB_IDS) <= set(report["elem_ids"]), set(TAB_IDS) - set(report["elem_ids"])
     assert not report["message"].startswith("ModuleNotFoundError")
 
 

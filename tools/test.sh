@@ -8,3 +8,4 @@ bash tools/setup.sh
 bash tools/setup_browser.sh
 .venv/bin/python -m pytest -q
 bash tools/test_webui_env.sh
+bash tools/test_neo_env.sh

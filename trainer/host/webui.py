@@ -389,7 +389,10 @@ class WebuiHost:
         return generate(prompts, negative, txt2img_json)
 
     def tool_button(self, value: str, elem_id: str):
-        from modules.ui_components import ToolButton
+        try:
+            from modules.ui_components import ToolButton
+        except ImportError:  # Forge Neo re-exports it from ui_common (forge-api.md F2)
+            from modules.ui_common import ToolButton
 
         return ToolButton(value=value, elem_id=elem_id)
 

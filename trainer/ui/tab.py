@@ -1,8 +1,10 @@
 """The TrainTrain tab: layout generated from the settings table, wired to plain functions.
 
 `build_tab(service, host, folders)` returns a `gr.Blocks` for the webui's `on_ui_tabs` or the standalone app. Only
-idioms that exist in both Gradio 3.41 (the webui's) and 4.x are used: `gr.update`, dict inputs/outputs, no `_js`.
-Live progress comes from javascript/traintrain.js clicking the hidden `tt_poll` button every second.
+idioms that exist in both Gradio 3.41 (A1111, Forge Classic) and 4.x (Forge Neo, the standalone app on Gradio 4) are
+used: `gr.update`, dict inputs/outputs, no `_js`; every event is wired through `gradio_compat.listen`, which holds
+what differs. Live progress comes from javascript/traintrain.js clicking the hidden `tt_poll` button every second
+(no `every=` / `gr.Timer`, which differ between the versions and would poll while the tab is hidden).
 
 The Message box shows a notice (the last action's result) above the job's status. The notice belongs to one browser
 session: it lives in a `gr.State`, every handler that sets it returns it, and every handler that shows it reads it.
@@ -11,6 +13,7 @@ session: it lives in a `gr.State`, every handler that sets it returns it, and ev
 from __future__ import annotations
 
 import html
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +31,10 @@ from ..paths import JSON_DIR, LOGS_DIR, PRESETS_DIR
 from ..settings import MODES, Setting
 from . import form as F
 from .estimate import memory_note
+from .gradio_compat import listen, sends_props, unrender
 from .uploads import IMAGE_KEYS, save_pair
 
+log = logging.getLogger(__name__)
 COLUMNS = {"required": ("req1", "req2", "req3"), "option": ("opt1", "opt2", "opt3")}
 PAIR_MODES = ("Difference", "ADDifT")
 
@@ -87,9 +92,28 @@ class TrainTrainTab:
         self.service = service
         self.host = host
         self.folders = folders
-        self.tool_button = tool_button or getattr(host, "tool_button", None) or _tool_button
+        self.host_tool_button = tool_button or getattr(host, "tool_button", None)
         self.widgets: dict[str, gr.components.Component] = {}
         self.groups: dict[str, gr.blocks.Block] = {}
+
+    def tool_button(self, value: str, elem_id: str):
+        """The host's small emoji button (the webui's ToolButton), else our own: a webui whose ToolButton is not where
+        the host looks, or one that Gradio 4 would send to the page without its id and text, still gets the tab's
+        buttons, wired and working."""
+        if self.host_tool_button is not None:
+            try:
+                button = self.host_tool_button(value, elem_id)
+            except (ImportError, AttributeError) as err:
+                log.warning("the webui's ToolButton is not available (%s); using TrainTrain's own", err)
+                self.host_tool_button = None
+                return _tool_button(value, elem_id)
+            if sends_props(button):
+                return button
+            log.warning("the webui's ToolButton (%s) would reach this Gradio %s page without its id and text; using "
+                        "TrainTrain's own", type(button).__qualname__, gr.__version__)
+            unrender(button)
+            self.host_tool_button = None
+        return _tool_button(value, elem_id)
 
     # -- layout ------------------------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -174,9 +198,8 @@ class TrainTrainTab:
                                                  elem_id="tt_preview_info"))
         prompts = [self.widgets["original prompt"], self.widgets["target prompt"], self.widgets["negative prompt"]]
         for which, button in buttons.items():
-            button.click(self._guard(lambda *values, which=which: self._on_generate(which, *values)),
-                         [*prompts, self.txt2img_settings],
-                         [self.notice, self.message, self.preview, self.preview_info])
+            listen(button.click, self._guard(lambda *values, which=which: self._on_generate(which, *values)),
+                   [*prompts, self.txt2img_settings], [self.notice, self.message, self.preview, self.preview_info])
 
     def _on_generate(self, which: str, original: str, target: str, negative: str, txt2img: str) -> dict:
         if self.service.status().busy:
@@ -209,8 +232,9 @@ class TrainTrainTab:
         self.queue_table = gr.Dataframe(headers=QUEUE_HEADERS, value=self._queue_rows(), interactive=False,
                                         elem_id="tt_queue_table")
         said = [self.notice, self.message]
-        self.queue_reload.click(self._guard(self._on_queue_reload), [self.notice], [*said, self.queue_table])
-        self.queue_delete.click(self._guard(self._on_queue_delete), [self.queue_name], [*said, self.queue_table])
+        listen(self.queue_reload.click, self._guard(self._on_queue_reload), [self.notice], [*said, self.queue_table])
+        listen(self.queue_delete.click, self._guard(self._on_queue_delete), [self.queue_name],
+               [*said, self.queue_table])
 
     def _plot_tab(self) -> None:
         with gr.Row():
@@ -218,8 +242,8 @@ class TrainTrainTab:
             self.plot_name = gr.Textbox(label="Name of logfile, blank for last or current training",
                                         elem_id="tt_plot_name")
         self.plot = gr.Plot(elem_id="tt_plot")
-        self.plot_reload.click(self._guard(self._on_plot), [self.notice, self.plot_name],
-                               [self.notice, self.message, self.plot], queue=False)
+        listen(self.plot_reload.click, self._guard(self._on_plot), [self.notice, self.plot_name],
+               [self.notice, self.message, self.plot], queue=False)
 
     def _image_tab(self) -> None:
         gr.Markdown("**Rotate random angle and scaling**")
@@ -242,8 +266,9 @@ class TrainTrainTab:
             change_scale = gr.Checkbox(value=True, label="change scale", elem_id="tt_image_change_scale")
         image = gr.Image(label="Input Image", type="pil", image_mode="RGBA", elem_id="tt_image_input")
         options = [count, angle, scale, change_angle, change_scale, fix_side]
-        from_dir.click(_guard_one(_augment_directory), [image_dir, *options], [image_message])
-        from_file.click(_guard_one(_augment_file), [image, output_name, output_dir, *options], [image_message])
+        listen(from_dir.click, _guard_one(_augment_directory), [image_dir, *options], [image_message])
+        listen(from_file.click, _guard_one(_augment_file), [image, output_name, output_dir, *options],
+               [image_message])
 
     # -- wiring ------------------------------------------------------------------------------------------------------
     def _wire_train(self) -> None:
@@ -251,29 +276,30 @@ class TrainTrainTab:
         all_form = list(self.widgets.values())
         said = [self.notice, self.message]  # every guarded handler may set the notice (an error at least)
         status_outputs = [self.message, self.progress, self.start, self.stop, self.stop_save]
-        self.start.click(self._guard(self._on_start), form_inputs, [self.notice, *status_outputs])
-        self.add_queue.click(self._guard(self._on_add_queue), form_inputs, [self.notice, *status_outputs])
-        self.stop.click(self._guard(lambda: self._on_stop(False)), None, [self.notice, *status_outputs],
-                        queue=False)
-        self.stop_save.click(self._guard(lambda: self._on_stop(True)), None, [self.notice, *status_outputs],
-                             queue=False)
-        # reads the notice and never writes it, so a poll cannot put back a notice that a click just replaced
-        self.poll.click(self._on_poll, [self.notice], status_outputs, queue=False)
+        listen(self.start.click, self._guard(self._on_start), form_inputs, [self.notice, *status_outputs])
+        listen(self.add_queue.click, self._guard(self._on_add_queue), form_inputs, [self.notice, *status_outputs])
+        listen(self.stop.click, self._guard(lambda: self._on_stop(False)), None, [self.notice, *status_outputs],
+               queue=False)
+        listen(self.stop_save.click, self._guard(lambda: self._on_stop(True)), None, [self.notice, *status_outputs],
+               queue=False)
+        # reads the notice and never writes it, so a poll cannot put back a notice that a click just replaced;
+        # no loading overlay, it runs every second
+        listen(self.poll.click, self._on_poll, [self.notice], status_outputs, queue=False, progress=False)
 
         visible_outputs = [self.widgets[k] for k in F.visibility("LoRA") if k in self.widgets]
         visible_outputs += list(self.groups.values())
-        self.widgets["mode"].change(self._on_mode, [self.widgets["mode"]], visible_outputs, queue=False)
+        listen(self.widgets["mode"].change, self._on_mode, [self.widgets["mode"]], visible_outputs, queue=False)
 
         fill_outputs = [*said, *all_form, *self.groups.values()]
-        self.preset_load.click(self._guard(self._on_preset_load), [self.preset], fill_outputs)
-        self.json_load.click(self._guard(self._on_json_load), [self.json_name], fill_outputs)
-        self.preset_save.click(self._guard(self._on_preset_save), form_inputs, [*said, self.preset])
-        self.preset_refresh.click(self._guard(self._on_preset_refresh), None, [*said, self.preset])
-        self.model_refresh.click(self._guard(self._on_model_refresh), None, [*said, self.widgets["model"]])
-        self.vae_refresh.click(self._guard(self._on_vae_refresh), None, [*said, self.widgets["vae"]])
+        listen(self.preset_load.click, self._guard(self._on_preset_load), [self.preset], fill_outputs)
+        listen(self.json_load.click, self._guard(self._on_json_load), [self.json_name], fill_outputs)
+        listen(self.preset_save.click, self._guard(self._on_preset_save), form_inputs, [*said, self.preset])
+        listen(self.preset_refresh.click, self._guard(self._on_preset_refresh), None, [*said, self.preset])
+        listen(self.model_refresh.click, self._guard(self._on_model_refresh), None, [*said, self.widgets["model"]])
+        listen(self.vae_refresh.click, self._guard(self._on_vae_refresh), None, [*said, self.widgets["vae"]])
         first = {self.widgets[F.field(1, s.name)] for s in F.SECOND_PASS}
         second = [self.widgets[F.field(2, s.name)] for s in F.SECOND_PASS]
-        self.copy_first.click(self._guard(self._on_copy), first, [*said, *second])
+        listen(self.copy_first.click, self._guard(self._on_copy), first, [*said, *second])
 
     def _guard(self, handler):
         """The one boundary for user errors: a one-line notice in this session's Message box, nothing else changes."""
