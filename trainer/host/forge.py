@@ -145,8 +145,9 @@ class ForgeNeoHost(WebuiHost):
         if sd_model is not None:
             components = self._from_forge(sd_model, dtype, vae_dtype, v_prediction, vae_file)
         else:
-            with open_state_dict(path) as sd:
-                _refuse_sd2(sd, path)
+            if path.endswith(".safetensors"):  # its header only (a pickle would be read in full twice)
+                with open_state_dict(path) as sd:
+                    _refuse_sd2(sd, path)
             notes = self._free_device("while training")
             components = load_components(path, dtype=dtype, device=self.device, vae_dtype=vae_dtype,
                                          v_prediction=v_prediction, vae_file=vae_file)
