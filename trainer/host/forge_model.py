@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -167,7 +167,6 @@ class Copied:
     tensors: dict[str, torch.Tensor]
     copied_bytes: int = 0
     adopted_bytes: int = 0  # of copied_bytes: tensors Forge now shares with the trainer instead of its own
-    parts: dict[str, torch.dtype] = field(default_factory=dict)  # Forge's dtype per part, for the notes
 
 
 def part_of(key: str) -> str:
@@ -185,7 +184,6 @@ def training_tensors(sd_model, device: torch.device, dtypes: dict[str, torch.dty
             part = part_of(entry.key)
             if part not in parts:
                 continue
-            result.parts.setdefault(part, entry.dtype)
             target = dtypes.get(part) if entry.dtype.is_floating_point else None
             target = target or entry.dtype
             if len(entry.parts) > 1:
