@@ -17,7 +17,14 @@ PRESETS = sorted((Path(__file__).parent.parent / "presets").glob("*.json"))
 
 def test_table_has_upstreams_59_settings():
     assert len(UPSTREAM) == 59 and len(BY_NAME) == len(TABLE)
-    assert [s.name for s in TABLE if not s.upstream] == ["diff_random_timesteps_in_span"]
+    ours = [s.name for s in TABLE if not s.upstream]
+    assert ours[0] == "diff_random_timesteps_in_span"
+    # issue 16's settings, by the names kohya sd-scripts users know
+    assert set(ours[1:]) == {
+        "sample_prompts", "sample_every_n_steps", "sample_multipliers", "sample_steps", "sample_cfg", "sample_seed",
+        "sample_size", "sample_sampler", "save_state", "resume", "eval_every_n_steps", "noise_offset",
+        "multires_noise_iterations", "multires_noise_discount", "debiased_estimation_loss", "caption_dropout_rate",
+        "shuffle_caption", "keep_tokens"}
     for name in ("image_size(height, width)", "network_blocks(BASE = TextEncoder)", "train_fixed_timsteps_in_batch",
                  "train_VAE_precision", "use_2nd_pass_settings"):
         assert name in BY_NAME
@@ -25,7 +32,9 @@ def test_table_has_upstreams_59_settings():
     assert len(SCHEDULERS) == 15
     assert lookup("image_size").name == "image_size(height, width)"
     assert BY_NAME["image_size(height, width)"].label == "image size(height, width)"
-    assert {s.column for s in TABLE} == {"req1", "req2", "req3", "req_row", "opt1", "opt2", "opt3"}
+    assert {s.column for s in TABLE} == {"req1", "req2", "req3", "req_row", "opt1", "opt2", "opt3",
+                                         "ext1", "ext2", "ext3"}
+    assert all(s.column.startswith("ext") for s in TABLE if not s.upstream and s.name != ours[0])
 
 
 def test_defaults_validate_to_typed_values():

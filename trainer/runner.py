@@ -19,6 +19,7 @@ import torch
 
 from . import preflight
 from .engine.control import Event, JobControl, Status
+from .engine.hooks import StepHook, keeps_vae
 from .engine.loop import run_engine
 from .engine.saving import last_good_file, save_lora
 from .engine.types import Output, Result, TrainContext, Trained, save_points
@@ -165,6 +166,10 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
     if device.type == "cuda" and ctx.lora_dtype == torch.float16:
         log.warning("train_lora_precision fp16: gradients are not loss-scaled (torch's GradScaler cannot unscale "
                     "fp16 weights), so small ones may vanish; fp32 is safer")
+    hooks = job_hooks(job, mode, base)
+    ctx.keep_vae = keeps_vae(hooks)
+    for hook in hooks:
+        hook.before_prepare(ctx)
     control.emit(Event.PHASE, text="caching the training data…")
     mode.prepare(ctx)
     components.unet.to(device)
@@ -172,14 +177,29 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
         encoder.to(device)
     base.tag_frequency, base.resolution = mode.tag_frequency, mode.resolution
     logs = PassLogs(s.logging_save_csv, started, logs_dir)
-    result = run_passes(ctx, mode, passes, base, control, logs)
+    result = run_passes(ctx, mode, passes, base, control, logs, hooks)
     if components.notes:
         result = dataclasses.replace(result, message="\n".join([result.message, *components.notes]))
     return result
 
 
+def job_hooks(job: Job, mode: Mode, output: Output) -> list[StepHook]:
+    """What runs beside the steps of this job (engine/hooks.py), from its settings; none by default."""
+    s = job.settings
+    hooks: list[StepHook] = []
+    if s.eval_every_n_steps > 0:
+        from .engine.evaluation import EvalLoss
+
+        hooks.append(EvalLoss(job, mode))
+    if s.sample_every_n_steps >= 0:
+        from .sampling.previews import Previews
+
+        hooks.append(Previews(job, mode, output))
+    return hooks
+
+
 def run_passes(ctx: TrainContext, mode: Mode, passes: list[Pass], base: Output, control: JobControl,
-               logs: "PassLogs") -> Result:
+               logs: "PassLogs", hooks: list[StepHook] = ()) -> Result:
     """Each pass in order; a pass that does not finish ends the job. Kept networks stay on (frozen) until the end."""
     kept: list[Network] = []
     result = None
@@ -188,8 +208,11 @@ def run_passes(ctx: TrainContext, mode: Mode, passes: list[Pass], base: Output, 
             ctx = pass_context(ctx, p)
             mode.begin_pass(ctx, p)
             ctx.network = attach_network(ctx, p)
+            for hook in hooks:
+                hook.begin_pass(ctx, p, p is passes[-1])
             try:
-                result = run_pass(ctx, mode, p, pass_output(base, p), control, logs, last=p is passes[-1])
+                result = run_pass(ctx, mode, p, pass_output(base, p), control, logs, last=p is passes[-1],
+                                  hooks=hooks)
             finally:
                 if p.keep:
                     freeze(ctx.network)
@@ -239,20 +262,29 @@ def freeze(network: Network) -> None:
 
 
 def run_pass(ctx: TrainContext, mode: Mode, p: Pass, output: Output, control: JobControl, logs: "PassLogs",
-             last: bool) -> Result:
-    """Train (or only load) the pass's network; when it finishes: the mode's end-of-pass hook, the quality
-    report of the last pass, the final save."""
+             last: bool, hooks: list[StepHook] = ()) -> Result:
+    """Train (or only load) the pass's network; then the hooks' end of pass; when it finished: the mode's
+    end-of-pass hook, the quality report of the last pass, the final save."""
     started_at = time.time()
     if p.train:
-        trained = run_engine(ctx, mode, output, control, started_at=started_at, log_csv=logs.open(ctx, output.suffix))
+        trained = run_engine(ctx, mode, output, control, started_at=started_at, log_csv=logs.open(ctx, output.suffix),
+                             hooks=hooks)
     else:
         log.info("pass %d: loaded from %s", p.number, p.resume)
         trained = Trained(Status.FINISHED, 0, [], optimizer=None)
+    extras, lines = {}, []
+    for hook in hooks:
+        values = dict(hook.end_pass(ctx, p, trained.steps, trained.status == Status.FINISHED))
+        if values.get("message"):
+            lines.append(values.pop("message"))
+        extras.update(values)
+    tail = "".join(f"\n{line}" for line in lines)
     if trained.status == Status.STOPPED_SAVED:
         return Result(trained.status, trained.path, trained.steps, trained.losses,
-                      f"Stopped at step {trained.steps}. Successfully created {trained.path}")
+                      f"Stopped at step {trained.steps}. Successfully created {trained.path}{tail}", extras=extras)
     if trained.status == Status.STOPPED:
-        return Result(trained.status, None, trained.steps, trained.losses, f"Stopped at step {trained.steps}")
+        return Result(trained.status, None, trained.steps, trained.losses, f"Stopped at step {trained.steps}{tail}",
+                      extras=extras)
     mode.end_pass(ctx, p)
     report = mode.quality_report(ctx) if last else None
     if report is not None:
@@ -269,7 +301,7 @@ def run_pass(ctx: TrainContext, mode: Mode, p: Pass, output: Output, control: Jo
     message = f"Successfully created {path}" if path else f"Finished {trained.steps} steps (not saved)"
     if report is not None:
         message += "\n" + report_summary(report)
-    return Result(Status.FINISHED, path, trained.steps, trained.losses, message, report)
+    return Result(Status.FINISHED, path, trained.steps, trained.losses, message + tail, report, extras)
 
 
 @dataclass
@@ -287,4 +319,5 @@ class PassLogs:
         header = {**s.raw, "model_version": ctx.components.family.model_version}
         kwargs = {"logs_dir": self.logs_dir} if self.logs_dir else {}
         path = csv_path(s.save_lora_name or "untitled", self.started, suffix=suffix, **kwargs)
-        return LossLog(path, header, len(ctx.network.param_groups(1.0)))
+        extra = ("eval_loss",) if s.eval_every_n_steps > 0 else ()
+        return LossLog(path, header, len(ctx.network.param_groups(1.0)), extra)

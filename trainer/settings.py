@@ -49,6 +49,8 @@ class Cast(str, enum.Enum):
     KV = "kv"  # "k=v; k=v" → dict
     BLOCKS = "blocks"
     CHOICE = "choice"
+    OPT_SIZE = "opt_size"  # empty → None (the mode's own size), else as SIZE
+    FLOATS = "floats"  # "-1, 0, 1" → (-1.0, 0.0, 1.0); empty → ()
 
 
 class Column(str, enum.Enum):
@@ -61,6 +63,9 @@ class Column(str, enum.Enum):
     OPT1 = "opt1"
     OPT2 = "opt2"
     OPT3 = "opt3"
+    EXT1 = "ext1"  # beyond upstream: sample previews
+    EXT2 = "ext2"  # beyond upstream: resume and evaluation
+    EXT3 = "ext3"  # beyond upstream: noise and captions
 
 
 SEPARATOR = "--------------------------"
@@ -123,8 +128,8 @@ def _s(name, kind, default, cast, panels, column, help, choices=(), minimum=None
 
 # Short names for the table below.
 DROPDOWN, TEXT, CHECK, BLOCKS = Kind
-STR, INT, FLOAT, OPT_FLOAT, BOOL, SIZE, KV, BLOCK_LIST, CHOICE = Cast
-REQ1, REQ2, REQ3, REQ_ROW, OPT1, OPT2, OPT3 = Column
+STR, INT, FLOAT, OPT_FLOAT, BOOL, SIZE, KV, BLOCK_LIST, CHOICE, OPT_SIZE, FLOATS = Cast
+REQ1, REQ2, REQ3, REQ_ROW, OPT1, OPT2, OPT3, EXT1, EXT2, EXT3 = Column
 L, I, D, E, A, M = Panel  # E: the Difference 2nd-pass column (upstream's "D2")
 ALL = L | I | D | E | A | M
 NOWHERE = Panel(0)
@@ -219,6 +224,45 @@ TABLE: tuple[Setting, ...] = (
     _s("diff_random_timesteps_in_span", CHECK, False, BOOL, A | M, OPT2,
        "ADDifT: draw each timestep at random inside its tenth of [min, max) instead of upstream's fixed values",
        upstream=False),
+    # -- ours, beyond upstream: kohya sd-scripts' names, every default off (upstream presets train as before) -------
+    _s("sample_every_n_steps", TEXT, "-1", INT, L | I | D | A | M, EXT1,
+       "sample previews every N steps; 0 = only at the end; -1 = no previews", minimum=-1, upstream=False),
+    _s("sample_prompts", TEXT, "", STR, L | I | D | A | M, EXT1,
+       "preview prompts, one per line; empty: the job's own prompts (LoRA: the first caption)", upstream=False),
+    _s("sample_multipliers", TEXT, "", FLOATS, L | I | D | A | M, EXT1,
+       "LoRA multipliers of each preview row, e.g. -1, 0, 1; empty: 1 (LoRA), 0, 1 (iLECO), -1, 0, 1 (sliders)",
+       upstream=False),
+    _s("sample_sampler", DROPDOWN, "euler", CHOICE, L | I | D | A | M, EXT1, "preview sampler (diffusers)",
+       ("euler", "ddim"), upstream=False),
+    _s("sample_steps", TEXT, "20", INT, L | I | D | A | M, EXT1, "sampler steps of a preview", minimum=1,
+       upstream=False),
+    _s("sample_cfg", TEXT, "7", FLOAT, L | I | D | A | M, EXT1, "classifier-free guidance scale of a preview",
+       minimum=1, upstream=False),
+    _s("sample_seed", TEXT, "-1", INT, L | I | D | A | M, EXT1, "preview seed; -1 = the training seed",
+       minimum=-1, upstream=False),
+    _s("sample_size", TEXT, "", OPT_SIZE, L | I | D | A | M, EXT1,
+       "\"H,W\" of a preview; empty: image_size (LoRA, iLECO) or the model's resolution", upstream=False),
+    _s("save_state", CHECK, False, BOOL, L | I | D | A | M, EXT2,
+       "with each periodic save (and Stop and Save) also save the training state, to resume from", upstream=False),
+    _s("resume", TEXT, "", STR, L | I | D | A | M, EXT2,
+       "folder of a saved training state (<name>_<N>steps-state) to continue", upstream=False),
+    _s("eval_every_n_steps", TEXT, "0", INT, L | I | D | A | M, EXT2,
+       "evaluation loss on a fixed held-out set every N steps; 0 = off", minimum=0, upstream=False),
+    _s("noise_offset", TEXT, "0", FLOAT, L | D | A | M, EXT3,
+       "add this much per-channel constant noise (darker darks, brighter brights); 0 = off, 0.05–0.1 typical",
+       minimum=0, upstream=False),
+    _s("multires_noise_iterations", TEXT, "0", INT, L | D | A | M, EXT3,
+       "pyramid (multi-resolution) noise levels; 0 = off, 6–10 typical", minimum=0, upstream=False),
+    _s("multires_noise_discount", TEXT, "0.3", FLOAT, L | D | A | M, EXT3,
+       "weight of each coarser pyramid level (discount^level)", minimum=0, upstream=False),
+    _s("debiased_estimation_loss", CHECK, False, BOOL, L | I | D | A | M, EXT3,
+       "weight the loss by 1/√SNR (ε) or 1/(SNR+1) (v), Yu et al. 2023", upstream=False),
+    _s("caption_dropout_rate", TEXT, "0", FLOAT, L | D | M, EXT3,
+       "chance that a step trains an image with an empty caption", minimum=0, upstream=False),
+    _s("shuffle_caption", CHECK, False, BOOL, L | D | M, EXT3,
+       "shuffle the comma-separated tags of each caption at every step", upstream=False),
+    _s("keep_tokens", TEXT, "0", INT, L | D | M, EXT3,
+       "keep the first N tags in place when shuffling", minimum=0, upstream=False),
 )
 # fmt: on
 
@@ -272,6 +316,21 @@ def parse_size(setting: Setting, value) -> tuple[int, int]:
     if height < 8 or width < 8 or height % 8 or width % 8:
         raise UserError(f"{setting.name}: {value!r} must be positive multiples of 8")
     return height, width
+
+
+def parse_floats(setting: Setting, value) -> tuple[float, ...]:
+    """"-1, 0, 1" (commas or spaces) or a JSON list → finite floats; empty → ()."""
+    items = value if isinstance(value, (list, tuple)) else [p for p in re.split(r"[,\s]+", str(value or "").strip()) if p]
+    out = []
+    for item in items:
+        try:
+            number = float(item)
+        except (TypeError, ValueError):
+            raise UserError(f"{setting.name}: {item!r} is not a number (write e.g. -1, 0, 1)") from None
+        if not math.isfinite(number):
+            raise UserError(f"{setting.name}: {item!r} must be a finite number")
+        out.append(number)
+    return tuple(out)
 
 
 def parse_kv(setting: Setting, value) -> dict:
@@ -348,6 +407,10 @@ def cast(setting: Setting, value):
         return _choice(setting, value)
     if kind == BLOCK_LIST:
         return _blocks(setting, value)
+    if kind == OPT_SIZE:
+        return None if str(value if value is not None else "").strip() == "" else parse_size(setting, value)
+    if kind == FLOATS:
+        return parse_floats(setting, value)
     return "" if value is None else str(value)
 
 
@@ -409,6 +472,8 @@ def validate(raw: dict | None = None, mode: str | None = None) -> Settings:
         raise UserError(f"image_min_length: {values['image_min_length']} is larger than image_size {height}x{width}; "
                         f"no bucket could have that side")
     check_output_name(values["save_lora_name"])
+    if values["caption_dropout_rate"] > 1:
+        raise UserError(f"caption_dropout_rate: {values['caption_dropout_rate']:g} is a chance; use 0 … 1")
     if values["train_model_precision"] == "int8":
         raise UserError("train_model_precision: int8 is for DiT models, which this trainer does not train; "
                         "choose fp16, bf16 or fp32")

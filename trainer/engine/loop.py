@@ -15,15 +15,16 @@ from ..errors import UserError
 from ..networks.io import NonFiniteTensors
 from . import diffusion
 from .control import Event, JobControl, Status
-from .loss import min_snr_weight, per_sample_loss
+from .loss import debiased_weight, min_snr_weight, per_sample_loss
 from .optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
 from .saving import last_good_file, save_lora
 from .types import Output, TrainContext, Trained, save_points
 
 
 def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, started_at: float | None = None,
-               log_csv=None) -> Trained:
-    """Train ctx.network for ctx.settings.train_iterations steps of `mode.step` (fewer if stopped)."""
+               log_csv=None, hooks=()) -> Trained:
+    """Train ctx.network for ctx.settings.train_iterations steps of `mode.step` (fewer if stopped). After each step
+    every hook's `after_step` runs (previews, the evaluation loss); its time is not counted in the step time."""
     s = ctx.settings
     network = ctx.network
     iterations = s.train_iterations
@@ -44,6 +45,7 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
     losses: list[float] = []
     ema = None
     t0 = time.perf_counter()
+    outside = 0.0  # seconds spent in hooks, left out of the step time and the ETA
     progress = _progress_bar(iterations)
     step = 0
     status, stop_path, saved_at = Status.FINISHED, None, None
@@ -70,13 +72,17 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
 
             losses.append(loss_value)
             ema = loss_value if ema is None else 0.9 * ema + 0.1 * loss_value
+            elapsed = time.perf_counter() - t0 - outside
+            extra = {}
+            for hook in hooks:
+                extra.update(hook.after_step(ctx, step))
+            outside = time.perf_counter() - t0 - elapsed
             if log_csv is not None:
-                log_csv.append(step, ema, lrs, loss_value)
-            elapsed = time.perf_counter() - t0
+                log_csv.append(step, ema, lrs, loss_value, **extra)
             progress.set_description(f"Loss EMA * 1000: {ema * 1000:.4f}, Current LR: {lrs[-1]:.2e}", refresh=False)
             progress.update(1)
             control.emit(Event.STEP, step=step, total=iterations, loss=loss_value, loss_ema=ema, lrs=lrs,
-                         elapsed=elapsed, eta=elapsed / step * (iterations - step))
+                         elapsed=elapsed, eta=elapsed / step * (iterations - step), **extra)
 
             if step in saves:
                 path = saved_at = save(step)
@@ -101,7 +107,10 @@ def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler
     with ctx.autocast():
         out = mode.step(ctx, index)
     per_sample = per_sample_loss(out.pred, out.target, s.train_loss_function, out.mask)
-    weight = min_snr_weight(diffusion.snr(out.timesteps, ctx.alpha_bar), s.train_snr_gamma, ctx.is_v_prediction)
+    snr = diffusion.snr(out.timesteps, ctx.alpha_bar)
+    weight = min_snr_weight(snr, s.train_snr_gamma, ctx.is_v_prediction)
+    if s.debiased_estimation_loss:
+        weight = weight * debiased_weight(snr, ctx.is_v_prediction)
     loss = (per_sample * weight).mean()
     scaler.scale(loss).backward()
     scaler.step(optimizer)

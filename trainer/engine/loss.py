@@ -1,5 +1,6 @@
-"""Per-sample losses and the min-SNR-γ weight (Hang et al., 2023, "Efficient Diffusion Training via Min-SNR
-Weighting Strategy")."""
+"""Per-sample losses, the min-SNR-γ weight (Hang et al., 2023, "Efficient Diffusion Training via Min-SNR
+Weighting Strategy") and the debiased-estimation weight (Yu et al., 2023, "Debias the Training of Diffusion
+Models"), as kohya sd-scripts applies them."""
 
 from __future__ import annotations
 
@@ -28,3 +29,13 @@ def min_snr_weight(snr: torch.Tensor, gamma: float, is_v_prediction: bool) -> to
         return torch.ones_like(snr)
     clipped = torch.minimum(snr, torch.full_like(snr, gamma))
     return clipped / (snr + 1) if is_v_prediction else clipped / snr
+
+
+DEBIASED_SNR_MAX = 1000.0  # kohya clamps the SNR here, so t near 0 does not dominate
+
+
+def debiased_weight(snr: torch.Tensor, is_v_prediction: bool) -> torch.Tensor:
+    """(B,) weights of `debiased_estimation_loss`: 1/√SNR for ε-prediction, 1/(SNR + 1) for v-prediction, with the
+    SNR clamped at 1000 (kohya sd-scripts' apply_debiased_estimation)."""
+    snr = torch.clamp(snr, max=DEBIASED_SNR_MAX)
+    return 1 / (snr + 1) if is_v_prediction else 1 / torch.sqrt(snr)

@@ -39,6 +39,7 @@ class TrainContext:
     alpha_bar: torch.Tensor
     network: object | None = None  # networks.network.Network
     names: object | None = None  # networks.compat.ModelNames, computed at the first save
+    keep_vae: bool = False  # a hook (previews) decodes with the VAE after the data is cached: modes keep it
 
     @property
     def is_v_prediction(self) -> bool:
@@ -114,6 +115,7 @@ class Result:
     losses: list[float]
     message: str
     report: dict | None = None
+    extras: dict = field(default_factory=dict)  # what the job's hooks returned at the end (e.g. "samples")
 
 
 def save_points(iterations: int, every: int) -> set[int]:

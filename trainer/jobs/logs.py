@@ -1,6 +1,7 @@
 """The CSV loss log, in upstream's layout: a header block of key,value lines, then
-`Step,Loss,Learning Rate 1[,Learning Rate 2 ...],Raw Loss` rows (Loss is the EMA; the raw loss comes last so
-tools that read upstream's columns by position still work)."""
+`Step,Loss,Learning Rate 1[,Learning Rate 2 ...],Raw Loss[,Eval Loss]` rows (Loss is the EMA; the raw loss comes
+after upstream's columns so tools that read them by position still work; Eval Loss only when the evaluation loss is
+on, blank on the steps it is not measured)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from ..paths import LOGS_DIR
 
 HEADER_KEYS = ("network_rank", "network_alpha", "train_learning_rate", "train_iterations", "train_lr_scheduler",
                "model_version", "train_optimizer", "save_lora_name")
+# Values a step may log beyond the loss (engine hooks), by event key → column name, in column order.
+EXTRA_COLUMNS = {"eval_loss": "Eval Loss"}
 
 
 def csv_path(name: str, when: datetime.datetime | None = None, logs_dir: Path = LOGS_DIR, suffix: str = "") -> Path:
@@ -24,18 +27,23 @@ def csv_path(name: str, when: datetime.datetime | None = None, logs_dir: Path = 
 class LossLog:
     """Created whole (header block and column names, through fileio), then one whole row appended per step."""
 
-    def __init__(self, path: Path, header: dict, lr_groups: int):
+    def __init__(self, path: Path, header: dict, lr_groups: int, extra: tuple[str, ...] = ()):
+        """`extra`: keys of EXTRA_COLUMNS this log has."""
         self.path = Path(path)
+        self.extra = tuple(extra)
         text = io.StringIO()
         writer = csv.writer(text)
         for key in HEADER_KEYS:
             writer.writerow([key, header.get(key, "")])
-        writer.writerow(["Step", "Loss", *[f"Learning Rate {i + 1}" for i in range(lr_groups)], "Raw Loss"])
+        writer.writerow(["Step", "Loss", *[f"Learning Rate {i + 1}" for i in range(lr_groups)], "Raw Loss",
+                         *[EXTRA_COLUMNS[key] for key in self.extra]])
         write_text_atomic(self.path, text.getvalue())
 
-    def append(self, step: int, loss_ema: float, lrs: list[float], raw_loss: float) -> None:
+    def append(self, step: int, loss_ema: float, lrs: list[float], raw_loss: float, **values) -> None:
+        """One row; `values` by EXTRA_COLUMNS key (missing: blank); other keys (a step event's) are not logged."""
+        extra = ["" if values.get(key) is None else values[key] for key in self.extra]
         with open(self.path, "a", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow([step, loss_ema, *lrs, raw_loss])
+            csv.writer(f).writerow([step, loss_ema, *lrs, raw_loss, *extra])
 
 
 def read_log(path: str | Path):

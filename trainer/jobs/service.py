@@ -41,6 +41,8 @@ class RunStatus:
     message: str = ""
     path: str | None = None
     history: tuple = ()  # (step, raw loss, loss EMA, *lrs) of the current pass
+    eval_history: tuple = ()  # (step, evaluation loss) of the current pass, when eval_every_n_steps is set
+    samples: tuple = ()  # paths of the job's sample-preview grids so far, oldest first
     queued: int = 0
     interrupted: tuple = ()  # names of jobs that were running when an earlier process died (not re-run)
 
@@ -96,6 +98,8 @@ class _Run:
     control: JobControl
     status: RunStatus
     history: list = field(default_factory=list)
+    eval_history: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
 
 
 class TrainingService:
@@ -149,9 +153,12 @@ class TrainingService:
         with self._lock:
             status = self._run.status if self._run else RunStatus()
             history = tuple(self._run.history) if self._run else ()
+            eval_history = tuple(self._run.eval_history) if self._run else ()
+            samples = tuple(self._run.samples) if self._run else ()
         if self._run is None and interrupted:
             status = replace(status, state="interrupted", message=interrupted_notice(interrupted))
-        return replace(status, history=history, queued=len(self.queue), interrupted=interrupted)
+        return replace(status, history=history, eval_history=eval_history, samples=samples, queued=len(self.queue),
+                       interrupted=interrupted)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker has nothing left to do (tests, CLI). True if it finished in time."""
@@ -229,7 +236,11 @@ class TrainingService:
             with self._lock:
                 if event["step"] == 1:  # a new pass (Difference trains twice): plot the pass that runs
                     run.history.clear()
+                    run.eval_history.clear()
                 run.history.append((event["step"], event["loss"], event["loss_ema"], *lrs))
+                if event.get("eval_loss") is not None:
+                    run.eval_history.append((event["step"], event["eval_loss"]))
+                run.samples.extend(event.get("samples") or ())
                 run.status = replace(run.status, state="training", step=event["step"], total=event["total"],
                                      loss_ema=event["loss_ema"], lrs=lrs, elapsed=event["elapsed"],
                                      eta=event["eta"])

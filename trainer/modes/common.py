@@ -45,7 +45,8 @@ def _batch(x: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def free_vae_and_text(ctx, keep_text: bool) -> None:
-    ctx.components.vae = None
+    if not ctx.keep_vae:
+        ctx.components.vae = None
     if not keep_text:
         ctx.components.text_encoders = []
 

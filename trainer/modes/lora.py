@@ -79,7 +79,8 @@ class LoRAMode(Mode):
             items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
             masks = stack_masks([x.mask for x in members], latents)
             self.buckets.append(Bucket(size, latents, captions, hidden, pooled, masks, items))
-        c.vae = None  # latents are cached; the VAE is not needed again
+        if not ctx.keep_vae:
+            c.vae = None  # latents are cached; the VAE is not needed again
         if not self.trains_text_encoder:
             c.text_encoders = []  # conditionings are cached too
         self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)

@@ -35,7 +35,9 @@ from .gradio_compat import listen, sends_props, unrender
 from .uploads import IMAGE_KEYS, save_pair
 
 log = logging.getLogger(__name__)
-COLUMNS = {"required": ("req1", "req2", "req3"), "option": ("opt1", "opt2", "opt3")}
+COLUMNS = {"required": ("req1", "req2", "req3"), "option": ("opt1", "opt2", "opt3"),
+           # ours: previews | resume and evaluation | noise and captions (kohya's names)
+           "beyond upstream": ("ext1", "ext2", "ext3")}
 PAIR_MODES = ("Difference", "ADDifT")
 
 
@@ -210,6 +212,8 @@ class TrainTrainTab:
 
     def _parameter_columns(self, settings, pass_no: int, form: dict, shown: dict | None) -> None:
         for title, columns in COLUMNS.items():
+            if not any(s.column in columns for s in settings):
+                continue
             gr.Markdown(f"**{title.title()} Parameters**")
             with gr.Row():
                 for column in columns:
