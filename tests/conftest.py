@@ -16,6 +16,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 FAMILIES = ("sd1", "sd2", "sdxl")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`: one worker per core) each worker computes on one thread: two workers of two
+    threads each on two cores would fight over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 class NetworkAttempt(AssertionError):
     pass
 

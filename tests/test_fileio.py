@@ -284,3 +284,33 @@ def test_fileio_keeps_its_api():
     assert callable(fileio.atomic_path) and isinstance(fileio.UMASK, int)
     for name in ("write_bytes_atomic", "write_text_atomic", "write_json_atomic"):
         assert callable(getattr(fileio, name))
+
+
+# -- folders (training states) -------------------------------------------------------------------------------------
+def test_a_folder_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "s-state"
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_folder(target) as tmp:
+            (tmp / "a.bin").write_bytes(b"half")
+            raise RuntimeError("killed while writing")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary one
+    with fileio.atomic_folder(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".s-state.")
+        (tmp / "a.bin").write_bytes(b"first")
+    assert [p.name for p in tmp_path.iterdir()] == ["s-state"] and mode_of(target) == 0o777 & ~UMASK
+    with pytest.raises(FileExistsError):
+        with fileio.atomic_folder(target, overwrite=False) as tmp:
+            (tmp / "b.bin").write_bytes(b"second")
+    assert [p.name for p in target.iterdir()] == ["a.bin"]
+    with fileio.atomic_folder(target) as tmp:  # overwrite: the old folder is replaced, nothing else is left
+        (tmp / "b.bin").write_bytes(b"second")
+    assert [p.name for p in tmp_path.iterdir()] == ["s-state"] and [p.name for p in target.iterdir()] == ["b.bin"]
+
+
+def test_a_killed_writers_temporary_folder_is_removed_by_the_next_run(tmp_path):
+    dead = tmp_path / ".s-state.999999999-abcd1234.tmp"  # no such pid
+    dead.mkdir()
+    (dead / "network.safetensors").write_bytes(b"half")
+    old = os.path.getmtime(dead) - fileio.STALE_TEMP_AGE_S - 60
+    os.utime(dead, (old, old))
+    assert fileio.remove_stale_temps(tmp_path) == [dead] and list(tmp_path.iterdir()) == []

@@ -7,6 +7,7 @@ bounds below are the measured values on these models (stated beside each), not w
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -388,7 +389,8 @@ def test_multi_addift_without_pairs(mode_job, tmp_path):
     ("ADDifT_Action_XL", {"mode": "Multi-ADDifT"}),
 ])
 def test_sdxl_modes_save_clean_files(mode_job, demo_models, pair, pair_folder, preset, extra):
-    overrides = {"train_iterations": "3", "train_batch_size": "1", **extra}
+    # with the evaluation loss on: every mode's eval batches on SDXL (time ids, pooled), at the start and step 3
+    overrides = {"train_iterations": "3", "train_batch_size": "1", "eval_every_n_steps": "3", **extra}
     if extra.get("mode") == "Multi-ADDifT":
         overrides.update(lora_data_directory=str(pair_folder), diff_target_name="_after", image_min_length="64",
                          image_buckets_step="64")
@@ -398,3 +400,6 @@ def test_sdxl_modes_save_clean_files(mode_job, demo_models, pair, pair_folder, p
     result = run_job(job, host)
     assert result.status == "finished"
     assert inspect_lora(result.path, model=demo_models["sdxl"])["unmatched"] == CLEAN
+    (step, value), = result.extras["eval_history"]
+    assert step == 3 and math.isfinite(value) and math.isfinite(result.extras["eval_start"])
+    assert f"Evaluation loss: {value:.6f} at step 3" in result.message

@@ -310,6 +310,23 @@ def test_refresh_buttons_and_stop_in_the_browser(browser, app, workspace):
     page.close()
 
 
+def test_sample_previews_show_in_the_gallery(browser, app, workspace):
+    """A run with sample previews fills the gallery under the Message box (#tt_samples) as the grids are written."""
+    url, tmp = app
+    _, _, images = workspace
+    page = open_page(browser, url)
+    configure_lora_run(page, images, "e2e_samples", 4)
+    for elem_id, value in (("tt_1_sample_every_n_steps", "2"), ("tt_1_sample_steps", "2"),
+                           ("tt_1_sample_size", "64"), ("tt_1_sample_multipliers", "0, 1")):
+        fill(page, elem_id, value)
+    click(page, "tt_start")
+    wait_message(page, "Sample previews:", timeout=180)
+    page.wait_for_function("document.querySelectorAll('#tt_samples img').length >= 2", timeout=30_000)
+    folder = tmp / "out" / "e2e_samples_samples"
+    assert sorted(p.name for p in folder.iterdir()) == ["e2e_samples_000002.png", "e2e_samples_000004.png"]
+    shot(page, "09-samples")
+    page.close()
+
 MODE_GROUPS = {  # mode → (2nd pass accordion, iLECO group, images group)
     "LoRA": (False, False, False),
     "iLECO": (False, True, False),

@@ -282,7 +282,8 @@ def test_tab_saves_uploaded_pair_images_for_queued_jobs(tab, tmp_path):
 
 
 # Written out by hand from upstream's "visible in" column, not derived from our table: the pass-1 settings each mode
-# hides. diff_random_timesteps_in_span is ours, shown with the other ADDifT settings.
+# hides. diff_random_timesteps_in_span is ours, shown with the other ADDifT settings; so are the noise and caption
+# options beyond upstream.
 HIDDEN = {
     "LoRA": {"diff_target_name", "network_train_text_encoder", "diff_alt_ratio", "diff_revert_original_target",
              "diff_use_diff_mask", "diff_load_1st_pass", "diff_save_1st_pass", "diff_1st_pass_only",
@@ -291,7 +292,10 @@ HIDDEN = {
               "image_num_multiply", "image_min_length", "image_max_ratio", "sub_image_num", "image_mirroring",
               "image_use_filename_as_tag", "image_disable_upscale", "train_textencoder_learning_rate",
               "diff_alt_ratio", "diff_revert_original_target", "diff_use_diff_mask", "diff_load_1st_pass",
-              "diff_save_1st_pass", "diff_1st_pass_only", "diff_random_timesteps_in_span"},
+              "diff_save_1st_pass", "diff_1st_pass_only", "diff_random_timesteps_in_span",
+              # ours, beyond upstream: iLECO trains on latents it denoises itself and has no captions
+              "noise_offset", "multires_noise_iterations", "multires_noise_discount", "caption_dropout_rate",
+              "shuffle_caption", "keep_tokens"},
 }
 GROUPS = {"LoRA": {"group:2nd pass": False, "group:iLECO": False, "group:images": False},
           "iLECO": {"group:2nd pass": False, "group:iLECO": True, "group:images": False}}
@@ -480,3 +484,27 @@ def test_the_ui_code_uses_no_gradio_3_only_idiom(path):
         assert not re.search(pattern, code), f"{path.name}: {pattern} (use {instead})"
     if path.name == "tab.py":
         assert not re.search(r"\.(click|change|input|select|submit)\(", code), "wire events through listen()"
+
+
+def test_the_poll_sends_the_sample_previews_only_when_they_change(tab, tmp_path):
+    """The gallery under the Message box shows the job's preview grids (STEP events' "samples"); a poll resends
+    them only when the list differs from what this page shows (its State)."""
+    from trainer.engine.control import Event
+
+    grids = [str(tmp_path / f"p_{n:06d}.png") for n in (10, 20)]
+
+    def runner(job, host, control, logs_dir, json_dir):
+        for step, path in zip((10, 20), grids):
+            control.emit(Event.STEP, step=step, total=20, loss=0.1, loss_ema=0.1, lrs=[1e-3], elapsed=1.0, eta=0.0,
+                         samples=[path])
+        return SimpleNamespace(status="finished", path=None, message="Successfully created (stand-in)")
+
+    tab.service._run_job = runner
+    assert tab.samples not in tab._on_poll(tab.notice.value, tab.samples_shown.value)  # nothing yet: no update
+    form = F.defaults()
+    form.update({"1:save_lora_name": "previewed", "model": ""})
+    tab._on_start(values_of(tab, form))
+    assert tab.service.wait(10)
+    updates = tab._on_poll(tab.notice.value, ())
+    assert [item[0] for item in updates[tab.samples]["value"]] == grids and updates[tab.samples]["visible"] is True
+    assert tab.samples not in tab._on_poll(tab.notice.value, updates[tab.samples_shown])  # unchanged: not resent

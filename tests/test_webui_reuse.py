@@ -6,6 +6,8 @@ conditioning for prompts, low-VRAM mode and the iLECO Generate buttons."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -333,3 +335,78 @@ def test_on_a_gpu_the_webuis_model_is_moved_off_and_back(webui_factory, sample_i
         assert calls[:2] == [("unload", held), ("gc", None)] and "to the CPU" in notes[0]
     assert ("to", (webui.devices.device,)) in calls  # back on the webui's device
     assert webui.sd_models.files_read == [str(webui.info.filename)]  # and not read again
+
+
+def test_sample_previews_are_the_webuis_txt2img_of_the_lora_as_it_is(webui_factory, sample_images):
+    """Training on the webui's model, previews are its own generations: at each sample point the network is saved to
+    a temporary file in the Lora folder and each cell is a txt2img of `<prompt> <lora:that file:m>` (m = 0: the
+    prompt alone, on unmerged base weights). The webui merges that LoRA into the very tensors the job trains, so
+    after each render they are restored bit for bit: the training goes on exactly as without previews."""
+    from PIL import Image
+
+    from trainer.networks.io import read_lora
+
+    webui = webui_factory("sd1")
+    sd_model, calls = webui.sd_models.model_data.sd_model, webui.processing.process_images_calls
+    before, begun = _snapshot(sd_model), webui.shared.state.begun
+    settings = {"train_iterations": "4", "save_per_steps": "2", "save_precision": "fp32", "network_rank": "4"}
+    plain = _run(webui, _job(sample_images, webui.info.title, save_lora_name="plain", **settings))
+    _assert_unchanged(sd_model, before)
+    job = _job(sample_images, webui.info.title, save_lora_name="seen", sample_every_n_steps="2",
+               sample_multipliers="0, 1", sample_prompts="a red circle", sample_size="64,96", sample_seed="7",
+               **settings)
+    assert type(webui.host.preview_renderer(job)).__name__ == "WebuiPreviews"
+    result = _run(webui, job)
+    _assert_unchanged(sd_model, before)  # every merge taken back out
+    trained, _ = read_lora(result.path)
+    assert all(torch.equal(t, read_lora(plain.path)[0][k]) for k, t in trained.items())  # previews changed nothing
+
+    assert [c["prompt"] for c in calls] == ["a red circle"] * 4 and webui.shared.state.begun == begun + 2
+    for call, step, multiplier in zip(calls, (2, 2, 4, 4), (0, 1, 0, 1), strict=True):
+        p = call["p"]
+        assert (p.width, p.height, p.seed, p.steps, p.cfg_scale, p.sampler_name) == (96, 64, 7, 20, 7.0, "Euler")
+        assert p.do_not_save_samples and p.do_not_save_grid and call["lock_held"]
+        if multiplier == 0:  # the base model: no network active, no layer merged
+            assert p.prompt == "a red circle" and call["networks"] == [] and call["merged"] == {}
+            continue
+        (net,) = call["networks"]
+        assert re.fullmatch(r"a red circle <lora:traintrain-preview-\d+-\d+:1>", p.prompt)
+        assert (net.te_multiplier, net.unet_multiplier) == (1.0, 1.0) and call["merged"]
+        periodic, _ = read_lora(result.path.with_name("seen_2steps.safetensors") if step == 2 else result.path)
+        assert net.tensors.keys() == periodic.keys()  # the network as it was at that step
+        assert all(torch.equal(net.tensors[k], periodic[k]) for k in periodic)
+    folder = Path(webui.host.lora_dir) / "seen_samples"
+    assert sorted(p.name for p in folder.iterdir()) == ["seen_000002.png", "seen_000004.png"]
+    with Image.open(folder / "seen_000004.png") as image:
+        assert image.size == (2 * 96, 64) and json.loads(image.text["rendered_by"]) == "webui txt2img"
+        assert image.getpixel((0, 0)) == calls[2]["images"][0].getpixel((0, 0))  # the base model's image
+        assert image.getpixel((96, 0)) == calls[3]["images"][0].getpixel((0, 0))
+        assert calls[0]["images"][0].getpixel((0, 0)) == calls[2]["images"][0].getpixel((0, 0))
+        assert calls[1]["images"][0].getpixel((0, 0)) != calls[3]["images"][0].getpixel((0, 0))  # it trained
+    assert not (Path(webui.host.lora_dir) / ".traintrain-previews").exists()
+    assert not [n for n in webui.networks.available_networks if n.startswith("traintrain-preview")]
+    assert webui.networks.loaded_networks == []
+
+
+def test_previews_are_rendered_by_the_trainer_where_the_webui_cannot_take_a_merge_back(webui_factory, sample_images):
+    webui = webui_factory("sd1")
+    other = _job(sample_images, webui.sd_models.get_closet_checkpoint_match("other").title, sample_every_n_steps="0")
+    assert webui.host.preview_renderer(other) is None  # another checkpoint: the webui's model is not the one trained
+    job = _job(sample_images, webui.info.title, sample_every_n_steps="0")
+    assert webui.host.preview_renderer(job) is not None
+    webui.shared.opts.data["lora_without_backup_weight"] = True  # a merge could not be undone
+    assert webui.host.preview_renderer(job) is None
+
+
+def test_preview_files_a_killed_webui_left_are_removed(webui_factory, sample_images):
+    webui = webui_factory("sd1")
+    from trainer.host.webui_generate import PREVIEW_FOLDER, WebuiPreviews
+
+    folder = Path(webui.host.lora_dir) / PREVIEW_FOLDER
+    folder.mkdir(parents=True)
+    left = folder / f"{WebuiPreviews.file_name(2**23, 1)}.safetensors"  # above Linux's largest pid_max: not running
+    live = folder / f"{WebuiPreviews.file_name(os.getpid(), 1)}.safetensors"
+    left.write_bytes(b"x")
+    live.write_bytes(b"x")
+    webui.host.preview_renderer(_job(sample_images, webui.info.title, sample_every_n_steps="0"))
+    assert sorted(p.name for p in folder.iterdir()) == [live.name]

@@ -40,7 +40,7 @@ if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$VENV/pins-bef
   # torch first, from the CPU wheel: nothing after this may bring another build.
   "${PIP[@]}" torch==2.13.0
   torch_ok "after installing torch"
-  "${PIP[@]}" -c "$PINS" -r "$PINS" pytest
+  "${PIP[@]}" -c "$PINS" -r "$PINS" pytest pytest-xdist==3.8.0
   torch_ok "after installing the webui's pins"
   # The webui pins open-clip-torch 2.20.0; its torchvision requirement would replace the CPU torch.
   "${PIP[@]}" --no-deps open-clip-torch==2.20.0

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 bash tools/setup.sh
 bash tools/setup_browser.sh
-.venv/bin/python -m pytest -q
+.venv/bin/python -m pytest -q -n 2 --dist loadfile  # one worker per core; a test file stays in one worker
 bash tools/test_webui_env.sh
 bash tools/test_neo_env.sh

@@ -73,12 +73,19 @@ def cmd_train(args) -> int:
     if args.config:
         config = Path(args.config)
         data = read_config(config)
+    elif args.resume:
+        from .engine.state import job_file
+
+        config = job_file(args.resume)  # the settings the state was started with
+        data = read_config(config)
     else:
         config = PRESETS_DIR / "LoRA.json"
         data = json.loads(config.read_text(encoding="utf-8"))
         images = ensure_sample_images()
         assignments = [*DEMO_OVERRIDES, f"lora_data_directory={images}", *assignments]
         print(f"no config given: a short LoRA run on the sample images in {images} (presets/LoRA.json, 60 steps)")
+    if args.resume:
+        assignments.append(f"resume={args.resume}")
     data = apply_overrides(data, assignments)
     if args.model:
         data["model"] = args.model
@@ -86,7 +93,8 @@ def cmd_train(args) -> int:
     if unknown:
         print(f"warning: {config} has settings this version does not know (ignored): {', '.join(unknown)}",
               file=sys.stderr)
-    host = StandaloneHost(**({"lora_dir": Path(args.output_dir)} if args.output_dir else {}))
+    output_dir = args.output_dir or (Path(args.resume).parent if args.resume else None)  # resumed: beside the state
+    host = StandaloneHost(**({"lora_dir": Path(output_dir)} if output_dir else {}))
     training = []
     control = JobControl(on_event=lambda event: training.append(True) if event["kind"] == Event.STEP else None)
 
@@ -100,6 +108,8 @@ def cmd_train(args) -> int:
     print(result.message)
     if result.path:
         print(result.path)
+    for grid in result.extras.get("samples", ()):  # the sample-preview grids (sample_every_n_steps), oldest first
+        print(grid)
     return 0 if result.status == Status.FINISHED else 130  # a run Ctrl-C stopped did not finish
 
 
@@ -172,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="where the LoRA is written (default: output/)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override one setting by its upstream name or short name; repeatable")
+    p.add_argument("--resume", metavar="DIR", help="continue the training state DIR (<name>_<N>steps-state, saved "
+                                                   "with save_state); no config: with the settings it was started with")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ui", help="serve the TrainTrain tab on 127.0.0.1 (the standalone web UI)")

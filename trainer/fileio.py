@@ -2,8 +2,9 @@
 reader (or a crash) never sees half a file. Every writer of the trainer — LoRAs, reports, JSON, images — uses it.
 
 `atomic_path(path)` yields the temporary path for writers that want a file name (safetensors, PIL); the others
-write text or bytes. With `overwrite=False` the final name is created exclusively (a hard link, which fails when the
-name exists), so two writers of the same name never silently replace each other.
+write text or bytes; `atomic_folder(path)` does the same for a folder of files (a training state). With
+`overwrite=False` the final name is created exclusively (a hard link, which fails when the name exists), so two
+writers of the same name never silently replace each other.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -52,7 +54,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True):
     On any error the temporary file is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{_short(path.name)}.{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -65,6 +67,38 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True):
             _create_exclusive(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = True):
+    """Yield a temporary folder beside `path`; when the block succeeds, its files are flushed and it becomes `path`
+    (one rename), so a reader sees the whole folder or none of it. An existing `path` is replaced only with
+    `overwrite` (moved aside, the new one renamed in, the old one removed), else FileExistsError; on any error the
+    temporary folder is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent))
+    try:
+        yield tmp
+        for entry in tmp.iterdir():
+            _flush(entry)
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes the folder private; the result follows the umask
+        if not os.path.lexists(path):
+            os.rename(tmp, path)  # onto a name made meanwhile: refused unless it is an empty folder
+        elif not overwrite:
+            raise FileExistsError(f"{path} exists")
+        else:
+            aside = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent))
+            os.replace(path, aside)  # onto the empty folder just made
+            os.rename(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _temp_prefix(path: Path) -> str:
+    """`.<name>.<pid>-`: the temp names remove_stale_temps recognises."""
+    return f".{_short(path.name)}.{os.getpid()}-"
 
 
 def _short(name: str, limit: int = 120) -> str:
@@ -130,8 +164,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temp files `atomic_path` left in `folder` when its writer was killed (its pid is gone, and the
-    file has not changed for a minute); those of live writers stay. Returns what was removed."""
+    """Remove the temp files and folders `atomic_path` / `atomic_folder` left in `folder` when their writer was
+    killed (its pid is gone, and the entry has not changed for a minute); those of live writers stay. Returns what
+    was removed."""
     import time
 
     removed, now = [], time.time()
@@ -144,10 +179,16 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
         if not match or pid_alive(int(match.group(1))):
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and now - entry.stat().st_mtime > STALE_TEMP_AGE_S:
+            if now - entry.stat(follow_symlinks=False).st_mtime <= STALE_TEMP_AGE_S:
+                continue
+            if entry.is_dir(follow_symlinks=False):  # an atomic_folder's
+                shutil.rmtree(entry.path)
+            elif entry.is_file(follow_symlinks=False):
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
-                log.info("removed %s (left by a writer that was stopped)", entry.path)
+            else:
+                continue
+            removed.append(Path(entry.path))
+            log.info("removed %s (left by a writer that was stopped)", entry.path)
         except OSError:
             pass
     return removed

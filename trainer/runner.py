@@ -22,6 +22,7 @@ from .engine.control import Event, JobControl, Status
 from .engine.hooks import StepHook, keeps_vae
 from .engine.loop import run_engine
 from .engine.saving import last_good_file, save_lora
+from .engine.state import TrainingStates, continue_job, state_folder
 from .engine.types import Output, Result, TrainContext, Trained, save_points
 from .errors import UserError
 from .fileio import remove_stale_temps, reserve_name, write_json_atomic
@@ -52,12 +53,13 @@ def pass_output(base: Output, p: Pass) -> Output:
 
 
 def pass_paths(output: Output, p: Pass) -> list[Path]:
-    """The final and periodic files a pass writes."""
+    """The final and periodic files a pass writes (after the step it starts from), and their training states."""
     if not p.train:
         return []
     s = p.settings
     paths = [output.path()] if p.save else []
-    return paths + [output.path(n) for n in sorted(save_points(s.train_iterations, s.save_per_steps))]
+    periodic = [output.path(n) for n in sorted(save_points(s.train_iterations, s.save_per_steps)) if n > p.start]
+    return paths + periodic + ([state_folder(path) for path in periodic] if s.save_state else [])
 
 
 def check_outputs(output: Output, p: Pass) -> None:
@@ -112,7 +114,7 @@ def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: P
     base = Output(directory=Path(host.lora_dir), name=s.save_lora_name, overwrite=s.save_overwrite, mode=job.mode,
                   model_name=Path(job.model).stem if job.model else "demo")
     base.path()  # validates the name before anything is loaded
-    passes = mode.passes()
+    passes, resumed = continue_job(job, host, mode.passes())  # `resume`: the state is checked before any load
     renamed = ""
     if getattr(host, "caches_lora_files", False):
         base, renamed = uncached_output(base, passes)
@@ -124,7 +126,7 @@ def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: P
     with reserve_name(base.path()):  # a second job of this name is refused here, until this one ends
         if renamed:
             log.warning("%s", renamed)
-        result = _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir)
+        result = _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir, resumed)
     return dataclasses.replace(result, message=f"{result.message}\n{renamed}") if renamed else result
 
 
@@ -142,13 +144,13 @@ def preflight_checks(job: Job, host: Host, passes: list[Pass], lora_dir: Path) -
 
 
 def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: Output, passes: list[Pass],
-                  logs_dir: Path | None, json_dir: Path | None) -> Result:
+                  logs_dir: Path | None, json_dir: Path | None, resumed=None) -> Result:
     s = job.settings
     started = datetime.datetime.now()
     if s.save_as_json:
         log.info("settings saved to %s", save_job_json(job, started, json_dir or JSON_DIR))
 
-    seed = pick_seed(s.train_seed)
+    seed = resumed.seed if resumed else pick_seed(s.train_seed)
     torch.manual_seed(seed)
     control.emit(Event.PHASE, text="loading the model…")
     components = host.load_components(job.model, model_dtype(s.train_model_precision),
@@ -166,7 +168,7 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
     if device.type == "cuda" and ctx.lora_dtype == torch.float16:
         log.warning("train_lora_precision fp16: gradients are not loss-scaled (torch's GradScaler cannot unscale "
                     "fp16 weights), so small ones may vanish; fp32 is safer")
-    hooks = job_hooks(job, mode, base)
+    hooks = job_hooks(job, mode, base, host)
     ctx.keep_vae = keeps_vae(hooks)
     for hook in hooks:
         hook.before_prepare(ctx)
@@ -177,14 +179,15 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
         encoder.to(device)
     base.tag_frequency, base.resolution = mode.tag_frequency, mode.resolution
     logs = PassLogs(s.logging_save_csv, started, logs_dir)
-    result = run_passes(ctx, mode, passes, base, control, logs, hooks)
+    result = run_passes(ctx, mode, passes, base, control, logs, hooks, TrainingStates.of_job(job, host, seed, resumed))
     if components.notes:
         result = dataclasses.replace(result, message="\n".join([result.message, *components.notes]))
     return result
 
 
-def job_hooks(job: Job, mode: Mode, output: Output) -> list[StepHook]:
-    """What runs beside the steps of this job (engine/hooks.py), from its settings; none by default."""
+def job_hooks(job: Job, mode: Mode, output: Output, host: Host | None = None) -> list[StepHook]:
+    """What runs beside the steps of this job (engine/hooks.py), from its settings; none by default. Previews render
+    through the host's own generation where it offers one (Host.preview_renderer)."""
     s = job.settings
     hooks: list[StepHook] = []
     if s.eval_every_n_steps > 0:
@@ -194,13 +197,15 @@ def job_hooks(job: Job, mode: Mode, output: Output) -> list[StepHook]:
     if s.sample_every_n_steps >= 0:
         from .sampling.previews import Previews
 
-        hooks.append(Previews(job, mode, output))
+        renderer = getattr(host, "preview_renderer", None)
+        hooks.append(Previews(job, mode, output, renderer(job) if renderer else None))
     return hooks
 
 
 def run_passes(ctx: TrainContext, mode: Mode, passes: list[Pass], base: Output, control: JobControl,
-               logs: "PassLogs", hooks: list[StepHook] = ()) -> Result:
-    """Each pass in order; a pass that does not finish ends the job. Kept networks stay on (frozen) until the end."""
+               logs: "PassLogs", hooks: list[StepHook] = (), states: TrainingStates | None = None) -> Result:
+    """Each pass in order; a pass that does not finish ends the job. Kept networks stay on (frozen) until the end.
+    `states`: the training states the passes save and the one they continue (engine/state.py)."""
     kept: list[Network] = []
     result = None
     try:
@@ -212,7 +217,7 @@ def run_passes(ctx: TrainContext, mode: Mode, passes: list[Pass], base: Output, 
                 hook.begin_pass(ctx, p, p is passes[-1])
             try:
                 result = run_pass(ctx, mode, p, pass_output(base, p), control, logs, last=p is passes[-1],
-                                  hooks=hooks)
+                                  hooks=hooks, states=states.for_pass(p, kept) if states else None)
             finally:
                 if p.keep:
                     freeze(ctx.network)
@@ -262,13 +267,13 @@ def freeze(network: Network) -> None:
 
 
 def run_pass(ctx: TrainContext, mode: Mode, p: Pass, output: Output, control: JobControl, logs: "PassLogs",
-             last: bool, hooks: list[StepHook] = ()) -> Result:
+             last: bool, hooks: list[StepHook] = (), states: TrainingStates | None = None) -> Result:
     """Train (or only load) the pass's network; then the hooks' end of pass; when it finished: the mode's
     end-of-pass hook, the quality report of the last pass, the final save."""
     started_at = time.time()
     if p.train:
         trained = run_engine(ctx, mode, output, control, started_at=started_at, log_csv=logs.open(ctx, output.suffix),
-                             hooks=hooks)
+                             hooks=hooks, states=states)
     else:
         log.info("pass %d: loaded from %s", p.number, p.resume)
         trained = Trained(Status.FINISHED, 0, [], optimizer=None)

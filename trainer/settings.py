@@ -24,6 +24,7 @@ from .modes.registry import Panel
 from .networks.blocks import BLOCK_IDS
 from .networks.targets import ELEMENTS
 from .networks.types import NETWORK_TYPES
+from .sampling.samplers import SAMPLERS
 
 MODES = tuple(MODE_ENTRIES)
 
@@ -233,7 +234,7 @@ TABLE: tuple[Setting, ...] = (
        "LoRA multipliers of each preview row, e.g. -1, 0, 1; empty: 1 (LoRA), 0, 1 (iLECO), -1, 0, 1 (sliders)",
        upstream=False),
     _s("sample_sampler", DROPDOWN, "euler", CHOICE, L | I | D | A | M, EXT1, "preview sampler (diffusers)",
-       ("euler", "ddim"), upstream=False),
+       tuple(SAMPLERS), upstream=False),
     _s("sample_steps", TEXT, "20", INT, L | I | D | A | M, EXT1, "sampler steps of a preview", minimum=1,
        upstream=False),
     _s("sample_cfg", TEXT, "7", FLOAT, L | I | D | A | M, EXT1, "classifier-free guidance scale of a preview",
@@ -257,11 +258,11 @@ TABLE: tuple[Setting, ...] = (
        "weight of each coarser pyramid level (discount^level)", minimum=0, upstream=False),
     _s("debiased_estimation_loss", CHECK, False, BOOL, L | I | D | A | M, EXT3,
        "weight the loss by 1/√SNR (ε) or 1/(SNR+1) (v), Yu et al. 2023", upstream=False),
-    _s("caption_dropout_rate", TEXT, "0", FLOAT, L | D | M, EXT3,
+    _s("caption_dropout_rate", TEXT, "0", FLOAT, L, EXT3,
        "chance that a step trains an image with an empty caption", minimum=0, upstream=False),
-    _s("shuffle_caption", CHECK, False, BOOL, L | D | M, EXT3,
+    _s("shuffle_caption", CHECK, False, BOOL, L, EXT3,
        "shuffle the comma-separated tags of each caption at every step", upstream=False),
-    _s("keep_tokens", TEXT, "0", INT, L | D | M, EXT3,
+    _s("keep_tokens", TEXT, "0", INT, L, EXT3,
        "keep the first N tags in place when shuffling", minimum=0, upstream=False),
 )
 # fmt: on
@@ -320,7 +321,10 @@ def parse_size(setting: Setting, value) -> tuple[int, int]:
 
 def parse_floats(setting: Setting, value) -> tuple[float, ...]:
     """"-1, 0, 1" (commas or spaces) or a JSON list → finite floats; empty → ()."""
-    items = value if isinstance(value, (list, tuple)) else [p for p in re.split(r"[,\s]+", str(value or "").strip()) if p]
+    if isinstance(value, (list, tuple)):
+        items = value
+    else:
+        items = [p for p in re.split(r"[,\s]+", str(value or "").strip()) if p]
     out = []
     for item in items:
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+from ..errors import UserError
+
 
 class BucketBatches:
     def __init__(self, bucket_sizes: list[int], batch_size: int, rng: random.Random):
@@ -33,6 +35,19 @@ class BucketBatches:
         candidates = [i for i, batches in enumerate(self._pending) if batches]
         bucket = self.rng.choice(candidates)
         return bucket, self._pending[bucket].pop(0)
+
+    def state_dict(self) -> dict:
+        """The epoch and the batches still due in it (the order itself comes from `rng`, saved with the RNGs)."""
+        pending = [[list(batch) for batch in bucket] for bucket in self._pending]
+        return {"bucket_sizes": list(self.bucket_sizes), "epoch": self.epoch, "pending": pending}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue where `state_dict()` was taken; refused when the buckets differ (the training data changed)."""
+        if list(state["bucket_sizes"]) != self.bucket_sizes:
+            raise UserError(f"resume: the training data changed since the state was saved (items per bucket: "
+                            f"{list(state['bucket_sizes'])} then, {self.bucket_sizes} now); start a new run")
+        self.epoch = state["epoch"]
+        self._pending = [[list(batch) for batch in bucket] for bucket in state["pending"]]
 
 
 def repeat_items(n: int, multiply: int, batch_size: int) -> list[int]:

@@ -1,5 +1,5 @@
 """What runs beside the training steps without being one: sample previews, the evaluation loss. A hook sees the
-job's life in order — before and after the mode caches its data, each pass, each step, the end of each pass — and
+job's life in order — before the mode caches its data, each pass, its first step, each step, the end of each pass — and
 never changes the maths of a step: whatever random numbers it needs come from its own generators.
 
 The runner builds the hooks of a job (runner.job_hooks) and calls every one; the engine calls `after_step`.
@@ -16,6 +16,9 @@ class StepHook:
 
     def begin_pass(self, ctx, p, last: bool) -> None:
         """The pass's network is attached (ctx.network); `last`: the job's last pass (Difference has two)."""
+
+    def start(self, ctx, step: int) -> None:
+        """The engine is about to train step `step` + 1: the network is as it starts (a resumed state restored)."""
 
     def after_step(self, ctx, step: int) -> dict:
         """After optimizer step `step` (1-based) of the pass; returns values for the step's event, or {}. Numbers

@@ -22,9 +22,10 @@ from .types import Output, TrainContext, Trained, save_points
 
 
 def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, started_at: float | None = None,
-               log_csv=None, hooks=()) -> Trained:
+               log_csv=None, hooks=(), states=None) -> Trained:
     """Train ctx.network for ctx.settings.train_iterations steps of `mode.step` (fewer if stopped). After each step
-    every hook's `after_step` runs (previews, the evaluation loss); its time is not counted in the step time."""
+    every hook's `after_step` runs (previews, the evaluation loss); its time is not counted in the step time.
+    `states` (engine/state.py): the training state this pass continues after its step, and those it saves."""
     s = ctx.settings
     network = ctx.network
     iterations = s.train_iterations
@@ -42,12 +43,13 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
 
     started_at = started_at or time.time()
     saves = save_points(iterations, s.save_per_steps)
-    losses: list[float] = []
-    ema = None
+    start, ema, losses = states.restore(ctx, mode, optimizer, scheduler, scaler, log_csv) if states else (0, None, [])
+    for hook in hooks:
+        hook.start(ctx, start)
     t0 = time.perf_counter()
     outside = 0.0  # seconds spent in hooks, left out of the step time and the ETA
-    progress = _progress_bar(iterations)
-    step = 0
+    progress = _progress_bar(iterations, start)
+    step = start
     status, stop_path, saved_at = Status.FINISHED, None, None
     params = [p for group in optimizer.param_groups for p in group["params"]]
 
@@ -57,12 +59,15 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
 
     def save(suffix_steps: int):
         try:
-            return save_lora(ctx, output, optimizer, step, started_at, suffix_steps=suffix_steps)
+            path = save_lora(ctx, output, optimizer, step, started_at, suffix_steps=suffix_steps)
         except NonFiniteTensors as err:
             raise UserError(f"{err} (step {step}; {last_good_file(output, s, step)})") from None
+        if states is not None and states.save:
+            states.write(path, ctx, mode, optimizer, scheduler, scaler, step, ema, losses, log_csv)
+        return path
 
     try:
-        for step in range(1, iterations + 1):
+        for step in range(start + 1, iterations + 1):
             lrs = current_lrs(scheduler, optimizer)  # the rates this step trains at (read before it steps them)
             loss_value, weights_finite = train_step(ctx, mode, step - 1, optimizer, scheduler, scaler, params)
             if not math.isfinite(loss_value):
@@ -82,7 +87,7 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
             progress.set_description(f"Loss EMA * 1000: {ema * 1000:.4f}, Current LR: {lrs[-1]:.2e}", refresh=False)
             progress.update(1)
             control.emit(Event.STEP, step=step, total=iterations, loss=loss_value, loss_ema=ema, lrs=lrs,
-                         elapsed=elapsed, eta=elapsed / step * (iterations - step), **extra)
+                         elapsed=elapsed, eta=elapsed / (step - start) * (iterations - step), **extra)
 
             if step in saves:
                 path = saved_at = save(step)
@@ -143,7 +148,7 @@ def enable_gradient_checkpointing(unet, text_encoders) -> None:
         encoder.requires_grad_(False)
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int, done: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(total=total, initial=done, dynamic_ncols=True, mininterval=1.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..networks.io import lora_file_name
-from . import diffusion
+from . import diffusion, noise
 from .control import Status
 
 
@@ -64,7 +64,8 @@ class TrainContext:
         return contextlib.nullcontext()
 
     def noise_like(self, tensor: torch.Tensor) -> torch.Tensor:
-        return torch.randn(tensor.shape, generator=self.generator, device=self.generator.device).to(tensor)
+        """The training noise ε for a batch like `tensor`, with the pass's noise_offset / multires settings."""
+        return noise.training_noise(tensor, self.settings, self.generator)
 
     def timesteps(self, batch: int) -> torch.Tensor:
         s = self.settings

@@ -66,5 +66,7 @@ class Host(Protocol):
         """(images, infotext) of a txt2img per prompt with the txt2img tab's settings (JSON by label, from the page)."""
 
     # Optional: `tool_button(value, elem_id)`, the webui's small emoji button; the tab draws its own without it.
+    # Optional: `preview_renderer(job)`, an object whose `render(save, prompts, multipliers, **settings)` draws the
+    # job's sample previews as the host's own generations (the webui's txt2img), or None: the trainer renders them.
     # Optional: `caches_lora_files = True` where the host applies a LoRA it applied before without reading the file
     # again (Forge): a run that would overwrite a file saves under a new name instead (runner.uncached_output).

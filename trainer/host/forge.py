@@ -58,6 +58,7 @@ def _lora_networks():
 class ForgeNeoHost(WebuiHost):
     name = "forge-neo"
     caches_lora_files = True  # F6: a file applied before is not read again under the same name
+    previews_through_txt2img = False  # Forge applies a LoRA through its own patcher: the trainer renders previews
 
     def __init__(self):
         super().__init__()

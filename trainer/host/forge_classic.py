@@ -27,6 +27,7 @@ from .webui import WebuiHost, _gib
 class ForgeClassicHost(WebuiHost):
     name = "forge-classic"
     caches_lora_files = True
+    previews_through_txt2img = False  # as on Neo: the trainer renders the previews
 
     def holds(self, model: str) -> bool:
         """Forge's weights are shared where they are: on the CPU. On a GPU the job moves a copy there."""

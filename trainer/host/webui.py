@@ -77,6 +77,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class WebuiHost:
     name = "webui"
     can_generate = True  # the iLECO Generate buttons: a txt2img of a prompt (webui_generate.py)
+    previews_through_txt2img = True  # sample previews as the webui's own generations (A1111's Lora extension)
 
     def __init__(self):
         self._job: contextlib.ExitStack | None = None  # undone when the job ends
@@ -387,6 +388,22 @@ class WebuiHost:
         from .webui_generate import generate
 
         return generate(prompts, negative, txt2img_json)
+
+    def preview_renderer(self, job):
+        """The webui's txt2img for the job's sample previews (webui_generate.WebuiPreviews), so they look exactly like
+        generations, when the job trains on the model the webui holds and its Lora extension can take a merged LoRA
+        back out of the weights (backups kept); None otherwise, and the trainer renders them itself."""
+        networks = _lora_extension()
+        if not self.previews_through_txt2img or networks is None or not self.holds(job.model):
+            return None
+        if shared.opts.data.get("lora_without_backup_weight", False):
+            log.warning("sample previews are rendered by the trainer, not the webui's txt2img: with the webui's "
+                        "lora_without_backup_weight setting a LoRA merged for a preview could not be taken back out "
+                        "of the weights being trained")
+            return None
+        from .webui_generate import WebuiPreviews
+
+        return WebuiPreviews(self.lora_dir, networks)
 
     def tool_button(self, value: str, elem_id: str):
         try:

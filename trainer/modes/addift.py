@@ -61,6 +61,28 @@ def addift_step(ctx, step: int, original, target, cond_original, cond_target, si
     return StepOutput(pred, reference, t, mask if s.diff_use_diff_mask else None)
 
 
+def addift_eval(ctx, generator, t_values: list[int], original, target, cond_original, cond_target, size_px,
+                mask=None) -> StepOutput:
+    """The evaluation loss's batch (engine/evaluation.py): the forward relation of a training step — the LoRA'd
+    model on the noised target should predict what the base model predicts on the original under the same noise —
+    for each pair (rows of `original`/`target`) at every timestep, with `generator`'s noise, in one batch."""
+    index, t = quality.timestep_rows(t_values, original.shape[0], ctx.device)
+    original, target = original[index], target[index]
+    noise = torch.randn(original.shape, generator=generator, device=generator.device).to(original)
+    cond_original, cond_target = (_rows(_resolve(ctx, c, False), index) for c in (cond_original, cond_target))
+    with ctx.network.at(0.0):
+        reference = common.predict(ctx, diffusion.add_noise(original, noise, t, ctx.alpha_bar), t, *cond_original,
+                                   size_px)
+    with ctx.network.at(TRAIN_MULTIPLIER):
+        pred = common.predict(ctx, diffusion.add_noise(target, noise, t, ctx.alpha_bar), t, *cond_target, size_px)
+    return StepOutput(pred, reference, t, mask[index] if mask is not None and ctx.settings.diff_use_diff_mask else None)
+
+
+def _rows(cond, index):
+    """(hidden, pooled) of one row per pair, or one for all, picked for the evaluation rows."""
+    return tuple(x if x is None or x.shape[0] == 1 else x[index] for x in cond)
+
+
 def _resolve(ctx, cond, grad):
     return cond(ctx, grad) if callable(cond) else cond
 
@@ -110,6 +132,10 @@ class ADDifTMode(Mode):
         expand = lambda x: x.expand(batch, *x.shape[1:])  # noqa: E731
         return addift_step(ctx, index, expand(self.original), expand(self.target), self._cond("original"),
                            self._cond("target"), self.size_px, expand(self.mask))
+
+    def eval_outputs(self, ctx, generator, t_values: list[int]) -> list[StepOutput]:
+        return [addift_eval(ctx, generator, t_values, self.original, self.target, self._cond("original"),
+                            self._cond("target"), self.size_px, self.mask)]
 
     def quality_report(self, ctx) -> dict:
         return quality.pair_report(ctx, self.original, self.target, self._cond("original")(ctx, False),

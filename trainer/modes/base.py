@@ -8,6 +8,8 @@
         ... the runner attaches p's network; the engine calls mode.step(ctx, i) p.settings.train_iterations times
         mode.end_pass(ctx, p)        after a finished pass (Difference measures its copier here)
     mode.quality_report(ctx)         after the last pass, before its final save (None: no report)
+    mode.state_dict()                its iteration state, saved with a training state (load_state_dict resumes)
+    mode.eval_outputs(ctx, g, ts)    the evaluation loss's batches, when eval_every_n_steps is set
 
 A mode never drives the engine or the runner itself; `StepOutput` and `TrainContext` are all it needs of them.
 """
@@ -35,6 +37,7 @@ class Pass:
     reseed: bool = False  # start fresh generators from `seed` (else the previous pass's carry on)
     seed: int | None = None  # None: the job's seed
     number: int = 1  # 1-based, for logs and the CSV file name
+    start: int = 0  # steps already done: a training state's (`resume`); the engine goes on at start + 1
 
     @property
     def trains_text_encoder(self) -> bool:
@@ -75,6 +78,20 @@ class Mode:
 
     def end_pass(self, ctx: TrainContext, p: Pass) -> None:
         """Called after a pass that finished all its steps."""
+
+    def eval_outputs(self, ctx: TrainContext, generator, t_values: list[int]) -> list[StepOutput]:
+        """The evaluation loss's batches, every item at every timestep of `t_values` (quality.timestep_rows),
+        noised only from `generator`: what a training step predicts and regresses onto, on fixed data, never drawing
+        from the training streams."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What the steps have consumed of the data (e.g. the batches still due this epoch), for a training state
+        (engine/state.py); {} for a mode whose step depends only on its index and the context's generators."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`, after `prepare`."""
 
     def quality_report(self, ctx: TrainContext) -> dict | None:
         return None

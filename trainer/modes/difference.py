@@ -110,6 +110,17 @@ class DifferenceMode(Mode):
         pred = common.predict(ctx, noisy, t, *self.cond(ctx), self.size_px)
         return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t)
 
+    def eval_outputs(self, ctx, generator, t_values: list[int]) -> list[StepOutput]:
+        """The evaluation loss's batch (engine/evaluation.py): the pass's image (pass 1: original, pass 2: target)
+        denoised at every timestep under `generator`'s noise, as a training step does, in one batch."""
+        latent = self.original if self.phase == 1 else self.target
+        index, t = quality.timestep_rows(t_values, latent.shape[0], ctx.device)
+        latents = latent[index]
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
+        pred = common.predict(ctx, diffusion.add_noise(latents, noise, t, ctx.alpha_bar), t,
+                              *self.cond(ctx, grad=False), self.size_px)
+        return [StepOutput(pred, ctx.diffusion_target(latents, noise, t), t)]
+
     @torch.no_grad()
     def copy_fit(self, ctx) -> float:
         """‖ε_copier(x_t(O)) − target‖² / ‖ε₀(x_t(O)) − target‖² on held-out noise: < 1 = it reproduces O."""

@@ -67,6 +67,19 @@ class ILECOMode(Mode):
             pred = common.predict(ctx, self.latents, t, *orig, size)
         return StepOutput(pred, target, t)
 
+    def eval_outputs(self, ctx, generator, t_values: list[int]) -> list[StepOutput]:
+        """The evaluation loss's batch (engine/evaluation.py): a training step's regression on its own fixed latents
+        (iLECO trains on one random latent per batch row; the first quality.EVAL_SAMPLES of them), each at every
+        timestep, in one batch. The quality report measures held-out latents; this measures the fit."""
+        size = (self.height, self.width)
+        index, t = quality.timestep_rows(t_values, min(quality.EVAL_SAMPLES, self.latents.shape[0]), ctx.device)
+        x = self.latents[index]
+        with ctx.network.at(0.0):
+            target = common.predict(ctx, x, t, *self.targ, size)
+        with ctx.network.at(1.0):
+            pred = common.predict(ctx, x, t, *self.cond_at(ctx, "original", 1.0), size)
+        return [StepOutput(pred, target, t)]
+
     def cond_at(self, ctx, which, multiplier: float):
         """Conditioning of a report prompt as the LoRA'd model at `multiplier` sees it."""
         prompts = {"original": self.job.original_prompt, "target": self.job.target_prompt, "empty": ""}

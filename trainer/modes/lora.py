@@ -1,7 +1,9 @@
 """LoRA mode: images and captions in aspect-ratio buckets; the UNet learns to predict the added noise (or v).
 
 prepare: find images → bucketed samples (mirror, sub-images) → latents once → captions encoded once unless the
-text encoder is trained (BASE), in which case they are encoded every step so its LoRA gets gradients.
+text encoder is trained (BASE), in which case they are encoded every step so its LoRA gets gradients, or tags are
+shuffled (`shuffle_caption`), in which case every step encodes its own order. Caption dropout uses the empty
+caption's conditioning, encoded once.
 step: noise a batch from one bucket at random timesteps and predict; images with an alpha channel carry a
 latent-sized mask, and only their opaque part counts in the loss.
 """
@@ -15,6 +17,7 @@ import torch
 
 from ..data.batches import BucketBatches, repeat_items
 from ..data.cache import encode_latents
+from ..data.captions import step_caption, varies_per_step
 from ..data.images import find_images
 from ..data.samples import bucket_counts, build_samples
 from ..engine import diffusion
@@ -22,6 +25,7 @@ from ..engine.types import StepOutput
 from ..errors import UserError
 from ..models.conditioning import encode_prompts, sdxl_time_ids
 from .base import Mode
+from .quality import EVAL_BUCKETS, EVAL_SAMPLES, timestep_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ class LoRAMode(Mode):
         self.tag_frequency: dict[str, int] = {}
         self.resolution = job.settings.image_size
         self.batches = None
+        self.empty = None  # (hidden, pooled) of "", for caption dropout on cached conditionings
 
     def check_inputs(self, lora_dir) -> None:
         find_images(self.job.settings.lora_data_directory)
@@ -74,16 +79,50 @@ class LoRAMode(Mode):
             latents = encode_latents(c.vae, [x.image for x in members], c.family, ctx.generator).to(ctx.device)
             captions = [x.caption for x in members]
             hidden = pooled = None
-            if not self.trains_text_encoder:
+            if self.caches_conditionings:
                 hidden, pooled = self._encode(ctx, captions)
             items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
             masks = stack_masks([x.mask for x in members], latents)
             self.buckets.append(Bucket(size, latents, captions, hidden, pooled, masks, items))
+        if self.caches_conditionings and s.caption_dropout_rate:
+            self.empty = self._encode(ctx, [""])
         if not ctx.keep_vae:
             c.vae = None  # latents are cached; the VAE is not needed again
-        if not self.trains_text_encoder:
+        if self.caches_conditionings:
             c.text_encoders = []  # conditionings are cached too
         self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)
+
+    def state_dict(self) -> dict:
+        """The data order: the epoch and the batches still due in it (a training state saves it)."""
+        return {"batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state["batches"])
+
+    @property
+    def caches_conditionings(self) -> bool:
+        """Captions encoded once: not when the text-encoder LoRA trains or tags are shuffled at every step."""
+        return not self.trains_text_encoder and not self.job.settings.shuffle_caption
+
+    def _conditionings(self, ctx, bucket: Bucket, rows: list[int]):
+        """(hidden, pooled) of a batch: cached, or encoded for this step's captions (dropout, shuffled tags)."""
+        s = ctx.settings
+        captions = [bucket.captions[r] for r in rows]
+        if varies_per_step(s):
+            captions = [step_caption(caption, s, ctx.rng) for caption in captions]
+        if self.trains_text_encoder:
+            return encode_prompts(ctx.components, captions, ctx.device)
+        if not self.caches_conditionings:
+            return self._encode(ctx, captions)
+        hidden = bucket.hidden[rows]
+        pooled = bucket.pooled[rows] if bucket.pooled is not None else None
+        dropped = [i for i, caption in enumerate(captions) if caption == "" and bucket.captions[rows[i]] != ""]
+        if dropped:
+            hidden, pooled = hidden.clone(), pooled.clone() if pooled is not None else None
+            hidden[dropped] = self.empty[0].to(hidden)
+            if pooled is not None:
+                pooled[dropped] = self.empty[1].to(pooled)
+        return hidden, pooled
 
     @torch.no_grad()
     def _encode(self, ctx, captions):
@@ -101,17 +140,37 @@ class LoRAMode(Mode):
         noise = ctx.noise_like(latents)
         t = ctx.timesteps(len(rows))
         noisy = diffusion.add_noise(latents, noise, t, ctx.alpha_bar)
-        if self.trains_text_encoder:
-            hidden, pooled = encode_prompts(ctx.components, [bucket.captions[r] for r in rows], ctx.device)
-        else:
-            hidden = bucket.hidden[rows]
-            pooled = bucket.pooled[rows] if bucket.pooled is not None else None
+        hidden, pooled = self._conditionings(ctx, bucket, rows)
+        pred = self._predict(ctx, bucket, noisy, t, hidden, pooled)
+        mask = bucket.masks[rows] if bucket.masks is not None else None
+        return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t, mask)
+
+    def _predict(self, ctx, bucket: Bucket, noisy, t, hidden, pooled):
         added = None
         if ctx.components.family.is_sdxl:
             width, height = bucket.size
             added = {"text_embeds": pooled.to(ctx.model_dtype),
-                     "time_ids": sdxl_time_ids(height, width, len(rows), ctx.device, ctx.model_dtype)}
-        pred = ctx.components.unet(noisy.to(ctx.model_dtype), t, hidden.to(ctx.model_dtype),
+                     "time_ids": sdxl_time_ids(height, width, noisy.shape[0], ctx.device, ctx.model_dtype)}
+        return ctx.components.unet(noisy.to(ctx.model_dtype), t, hidden.to(ctx.model_dtype),
                                    added_cond_kwargs=added).sample
-        mask = bucket.masks[rows] if bucket.masks is not None else None
-        return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t, mask)
+
+    def eval_outputs(self, ctx, generator, t_values: list[int]) -> list[StepOutput]:
+        """The evaluation loss's batches (engine/evaluation.py): the first EVAL_SAMPLES images of each of the first
+        EVAL_BUCKETS buckets, with their own captions (no dropout or shuffling), each at every timestep, noised by
+        `generator`; one forward per bucket."""
+        outputs = []
+        for bucket in self.buckets[:EVAL_BUCKETS]:
+            index, t = timestep_rows(t_values, min(EVAL_SAMPLES, bucket.latents.shape[0]), ctx.device)
+            latents = bucket.latents[index]
+            noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents)
+            noisy = diffusion.add_noise(latents, noise, t, ctx.alpha_bar)
+            if self.caches_conditionings:
+                hidden = bucket.hidden[index]
+                pooled = bucket.pooled[index] if bucket.pooled is not None else None
+            else:
+                captions = [bucket.captions[i] for i in index.tolist()]
+                hidden, pooled = encode_prompts(ctx.components, captions, ctx.device)
+            pred = self._predict(ctx, bucket, noisy, t, hidden, pooled)
+            mask = bucket.masks[index] if bucket.masks is not None else None
+            outputs.append(StepOutput(pred, ctx.diffusion_target(latents, noise, t), t, mask))
+        return outputs

@@ -17,7 +17,7 @@ from ..data.samples import samples_for_image
 from ..engine.types import StepOutput
 from ..errors import UserError
 from . import common, pairs, quality
-from .addift import TRAIN_MULTIPLIER, addift_step
+from .addift import TRAIN_MULTIPLIER, addift_eval, addift_step
 from .base import Mode, Pass
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,13 @@ class MultiADDifTMode(Mode):
         common.free_vae_and_text(ctx, keep_text=self.trains_text_encoder)
         self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)
 
+    def state_dict(self) -> dict:
+        """The data order: the epoch and the batches still due in it (a training state saves it)."""
+        return {"batches": self.batches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batches.load_state_dict(state["batches"])
+
     def _conds(self, bucket: PairBucket, rows: list[int], side: int):
         if bucket.conds is not None:
             hidden = torch.cat([bucket.conds[r][side][0] for r in rows])
@@ -97,6 +104,17 @@ class MultiADDifTMode(Mode):
         width, height = bucket.size
         return addift_step(ctx, index, bucket.original[rows], bucket.target[rows], self._conds(bucket, rows, 0),
                            self._conds(bucket, rows, 1), (height, width), bucket.masks[rows])
+
+    def eval_outputs(self, ctx, generator, t_values: list[int]) -> list[StepOutput]:
+        """The first EVAL_SAMPLES pairs of each of the first EVAL_BUCKETS buckets (engine/evaluation.py)."""
+        outputs = []
+        for bucket in self.buckets[:quality.EVAL_BUCKETS]:
+            rows = list(range(min(quality.EVAL_SAMPLES, bucket.original.shape[0])))
+            width, height = bucket.size
+            outputs.append(addift_eval(ctx, generator, t_values, bucket.original[rows], bucket.target[rows],
+                                       self._conds(bucket, rows, 0), self._conds(bucket, rows, 1), (height, width),
+                                       bucket.masks[rows]))
+        return outputs
 
     def quality_report(self, ctx) -> dict:
         bucket = self.buckets[0]

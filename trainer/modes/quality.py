@@ -33,12 +33,21 @@ DEFINITIONS = {
 REPORT_SEED_OFFSET = 1_000_003  # held-out noise: never the training generator's stream
 EVAL_TIMESTEPS = 6
 EVAL_SAMPLES = 2
+EVAL_BUCKETS = 2  # the evaluation loss (engine/evaluation.py) uses EVAL_SAMPLES items of this many buckets
 
 
 def eval_timesteps(t_min: int, t_max: int, count: int = EVAL_TIMESTEPS) -> list[int]:
     """Mid-points of `count` equal slices of [t_min, t_max) — off the deterministic ADDifT grid."""
     span = (t_max - t_min) / count
     return [min(999, int(t_min + span * (i + 0.25))) for i in range(count)]
+
+
+def timestep_rows(t_values: list[int], items: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One evaluation batch for `items` items at every timestep: (item index per row, timestep per row), item-major,
+    so a mode noises each of its items at each timestep in a single forward."""
+    index = torch.arange(items).repeat_interleave(len(t_values))
+    t = torch.tensor(t_values, device=device).repeat(items)
+    return index, t
 
 
 def _generator(ctx) -> torch.Generator:

@@ -91,6 +91,14 @@ def build_metadata(
         "ss_batch_size_per_device": s.get("train_batch_size", ""),
         "ss_gradient_checkpointing": s.get("use_gradient_checkpointing", ""),
         "ss_loss_type": s.get("train_loss_function", ""),
+        # kohya sd-scripts' names for the noise and caption options (beyond upstream; defaults are "off")
+        "ss_noise_offset": s.get("noise_offset", 0),
+        "ss_multires_noise_iterations": s.get("multires_noise_iterations", 0),
+        "ss_multires_noise_discount": s.get("multires_noise_discount", 0.3),
+        "ss_debiased_estimation": _flag(s.get("debiased_estimation_loss", False)),
+        "ss_caption_dropout_rate": s.get("caption_dropout_rate", 0),
+        "ss_shuffle_caption": _flag(s.get("shuffle_caption", False)),
+        "ss_keep_tokens": s.get("keep_tokens", 0),
         "ss_resolution": f"({width}, {height})",
         "ss_tag_frequency": json.dumps({"1": tag_frequency} if tag_frequency else {}),
         "modelspec.sai_model_spec": "1.0.0",
@@ -103,6 +111,11 @@ def build_metadata(
         "traintrain.mode": mode,
     }
     return {k: v if isinstance(v, str) else str(v) for k, v in meta.items()}
+
+
+def _flag(value) -> bool:
+    """A checkbox's raw value (True, or "true" from the CLI's --set) as kohya writes it: True / False."""
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
 def addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:

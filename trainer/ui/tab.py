@@ -139,6 +139,11 @@ class TrainTrainTab:
         self.message = transient(gr.Textbox(label="Message", value=self._text(first), lines=2, interactive=False,
                                             elem_id="tt_message"))
         self.progress = gr.HTML(progress_html(self.service.status()), elem_id="tt_progress")
+        # the job's sample-preview grids (sample_every_n_steps), shown once there is one; the State holds the paths
+        # this page shows, so that a poll sends the images only when they change
+        self.samples = gr.Gallery(label="Sample previews", elem_id="tt_samples", columns=4, object_fit="contain",
+                                  visible=False)
+        self.samples_shown = gr.State(())
         with gr.Row():
             self.start = gr.Button("Start Training", variant="primary", elem_id="tt_start")
             self.stop = gr.Button("Stop", elem_id="tt_stop")
@@ -288,7 +293,8 @@ class TrainTrainTab:
                queue=False)
         # reads the notice and never writes it, so a poll cannot put back a notice that a click just replaced;
         # no loading overlay, it runs every second
-        listen(self.poll.click, self._on_poll, [self.notice], status_outputs, queue=False, progress=False)
+        listen(self.poll.click, self._on_poll, [self.notice, self.samples_shown],
+               [*status_outputs, self.samples, self.samples_shown], queue=False, progress=False)
 
         visible_outputs = [self.widgets[k] for k in F.visibility("LoRA") if k in self.widgets]
         visible_outputs += list(self.groups.values())
@@ -361,8 +367,13 @@ class TrainTrainTab:
     def _on_stop(self, save: bool) -> dict:
         return self._say_with_status(self.service.stop(save))
 
-    def _on_poll(self, notice: str) -> dict:
-        return self._status_updates(notice)
+    def _on_poll(self, notice: str, shown=()) -> dict:
+        updates = self._status_updates(notice)
+        samples = self.service.status().samples
+        if tuple(shown or ()) != samples:
+            updates.update({self.samples: gr.update(value=[(p, Path(p).stem) for p in samples], visible=bool(samples)),
+                            self.samples_shown: samples})
+        return updates
 
     def _on_mode(self, mode: str) -> dict:
         shown = F.visibility(mode)
@@ -446,7 +457,8 @@ class TrainTrainTab:
     def _on_plot(self, notice: str, name: str) -> dict:
         status = self.service.status()
         if not str(name or "").strip() and status.history:
-            series, title = plot.series_from_history(status.history), f"Training Result: {status.name}"
+            series = plot.series_from_history(status.history, status.eval_history)
+            title = f"Training Result: {status.name}"
         else:
             path = plot.find_log(name, self.folders.logs)
             series, title = plot.series_from_log(path), f"Training Result: {path.stem}"

@@ -2,18 +2,28 @@
 fields an extension sets), `Processed` (images, info, seed), `process_images(p)`, `p.close()`.
 
 No sampling: each image is a solid colour derived from a hash of (prompt, negative prompt, seed, steps, cfg scale,
-sampler, size, the model's hash), so equal settings give equal images. Images are saved to `outpath_samples` unless
-`do_not_save_samples`; no grids; extra networks in the prompt are not applied."""
+sampler, size, the model's hash, the active LoRA files' hashes and multipliers), so equal settings give equal images.
+Images are saved to `outpath_samples` unless `do_not_save_samples`; no grids. `<lora:NAME:te[:unet]>` tags are taken
+out of the prompt and activated through the Lora extension's `load_networks` (all of them, none when the prompt has
+none, as the webui activates every extra network for each generation) unless `disable_extra_networks`; then every
+named Linear/Conv2d/GroupNorm/LayerNorm/MultiheadAttention "runs" once, i.e. gets `network_apply_weights`, as the
+sampler's forwards through the Lora extension's patched forwards would."""
 
 import hashlib
 import os
 import random
+import re
+import sys
 import threading
 from dataclasses import dataclass
 
 from modules import shared
 
-process_images_calls = []  # test-only, one per process_images(p): {"p", "lock_held" (queue_lock), "thread", "sd_model"}
+# test-only, one per process_images(p): {"p", "lock_held" (queue_lock), "thread", "sd_model", "prompt" (without its
+# extra-network tags), "networks" (the loaded Networks), "merged" (every layer's network_current_names while it ran,
+# by layer name, those not () only), "images"}
+process_images_calls = []
+LORA_TAG = re.compile(r"<lora:([^:>]+)((?::[^:>]*)*)>")
 close_calls = 0  # test-only: how many times p.close() ran
 
 
@@ -85,6 +95,36 @@ def _infotext(p, seed, model):
             f"Model: {getattr(info, 'model_name', None)}, Version: v1.10.1")
 
 
+def _extra_networks(prompt: str) -> tuple[str, list[tuple[str, float, float]]]:
+    """(the prompt without its `<lora:…>` tags, [(name, te multiplier, unet multiplier)])."""
+    found = []
+    for match in LORA_TAG.finditer(prompt):
+        args = match.group(2).split(":")[1:]
+        te = float(args[0]) if args and args[0] else 1.0
+        unet = float(args[1]) if len(args) > 1 and args[1] else te
+        found.append((match.group(1), te, unet))
+    return LORA_TAG.sub("", prompt).strip(), found
+
+
+def _activate_and_run(model, wanted) -> tuple[list, dict]:
+    """Activate the wanted networks (the Lora extension, when loaded) and let every named layer merge them."""
+    networks = sys.modules.get("networks")
+    if networks is None or not hasattr(networks, "load_networks"):
+        return [], {}
+    networks.load_networks([w[0] for w in wanted], [w[1] for w in wanted], [w[2] for w in wanted])
+    import torch
+
+    patched = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.MultiheadAttention)
+    merged = {}
+    for name, layer in (getattr(model, "network_layer_mapping", None) or {}).items():
+        if not isinstance(layer, patched):  # the layer types whose forward the Lora extension patches (A6)
+            continue
+        networks.network_apply_weights(layer)
+        if getattr(layer, "network_current_names", ()):
+            merged[name] = layer.network_current_names
+    return list(networks.loaded_networks), merged
+
+
 def process_images(p: StableDiffusionProcessing) -> Processed:
     from PIL import Image
 
@@ -100,6 +140,10 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
                 sd_models.reload_model_weights()
         model = p.sd_model or shared.sd_model
         process_images_calls[-1]["sd_model"] = model
+        prompt, wanted = _extra_networks(p.prompt)
+        loaded, merged = ([], {}) if p.disable_extra_networks else _activate_and_run(model, wanted)
+        process_images_calls[-1].update(prompt=prompt, networks=loaded, merged=merged)
+        active = [(n.name, n.te_multiplier, n.unet_multiplier, getattr(n, "sha256", None)) for n in loaded]
         seed = int(p.seed) if p.seed is not None and int(p.seed) != -1 else random.randrange(4294967294)
         if shared.state.job_count == -1:
             shared.state.job_count = p.n_iter
@@ -111,8 +155,8 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
             shared.state.job_no = n
             for b in range(p.batch_size):
                 image_seed = seed + n * p.batch_size + b
-                colour = _colour(p.prompt, p.negative_prompt, image_seed, p.steps, p.cfg_scale, p.sampler_name,
-                                 p.width, p.height, getattr(model, "sd_model_hash", None))
+                colour = _colour(prompt, p.negative_prompt, image_seed, p.steps, p.cfg_scale, p.sampler_name,
+                                 p.width, p.height, getattr(model, "sd_model_hash", None), *active)
                 image = Image.new("RGB", (int(p.width), int(p.height)), colour)
                 image.info["parameters"] = _infotext(p, image_seed, model)
                 images.append(image)
@@ -122,6 +166,7 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
                                                                f"{image_seed}.png"))
             shared.state.sampling_step = p.steps
         shared.state.current_image = images[-1] if images else None
+        process_images_calls[-1]["images"] = images
         return Processed(p, images, seed, _infotext(p, seed, model))
     finally:
         if p.override_settings_restore_afterwards:

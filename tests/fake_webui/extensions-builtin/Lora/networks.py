@@ -5,8 +5,10 @@ and the LyCORIS dir), `loaded_networks` (the networks of the last generation), `
 (`sd_model.network_layer_mapping`), `network_apply_weights(layer)` (the in-place merge with `opts.lora_functional`
 False), `network_restore_weights_from_backup(layer)`, `network_reset_cached_weight(layer)`.
 
-Reading LoRA files and `<lora:…>` in prompts are not faked. The test helper `merge_random_network` stands in for a
-generation with a `<lora:…>`: it merges random deltas into a few layers the way that generation would.
+`load_networks(names, te_multipliers, unet_multipliers)` is what `processing.process_images` calls for a prompt's
+`<lora:…>` tags; it reads the file but does not map its keys: its updates are random, seeded by the file's bytes. The
+test helper `merge_random_network` stands in for a generation with a `<lora:…>`: it merges random deltas into a few
+layers the way that generation would.
 """
 
 import os
@@ -148,6 +150,37 @@ def network_reset_cached_weight(self):
     self.network_bias_backup = None
 
 
+def load_networks(names, te_multipliers=None, unet_multipliers=None, dyn_dims=None):
+    """What a generation's `<lora:NAME:te:unet>` tags activate: `loaded_networks` becomes those networks (found in
+    `available_network_aliases`; a name not there is reported and skipped), merged into each layer when it next
+    runs (`network_apply_weights`). Fake: the file is read (its tensors kept on `Network.tensors`, test-only) but its
+    keys are not mapped to layers — its updates are random, seeded by the file's bytes, on the layers
+    `merge_random_network` touches, so each file gives its own merge and its own images."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    if getattr(shared.sd_model, "network_layer_mapping", None) is None:
+        assign_network_names_to_compvis_modules(shared.sd_model)
+    loaded_networks.clear()
+    missing = []
+    for i, name in enumerate(names):
+        on_disk = available_network_aliases.get(name)
+        if on_disk is None:
+            missing.append(name)
+            continue
+        with open(on_disk.filename, "rb") as f:
+            digest = hashlib.sha256(f.read()).digest()
+        net = _random_network(shared.sd_model, name, int.from_bytes(digest[:4], "little"), 0.05, on_disk)
+        net.te_multiplier = te_multipliers[i] if te_multipliers else 1.0
+        net.unet_multiplier = unet_multipliers[i] if unet_multipliers else 1.0
+        net.dyn_dim = dyn_dims[i] if dyn_dims else None
+        net.tensors, net.sha256 = load_file(on_disk.filename), digest.hex()
+        loaded_networks.append(net)
+    if missing:
+        print(f"Networks not found: {', '.join(missing)}")
+
+
 # -- test helper ----------------------------------------------------------------------------------------------------
 
 def _pick_layers(sd_model):
@@ -182,9 +215,20 @@ def merge_random_network(sd_model, name="random", seed=0, strength=0.05, te_mult
     `network_current_names`. Other layers are not touched. Returns the merged layers' network names."""
     if getattr(sd_model, "network_layer_mapping", None) is None:
         assign_network_names_to_compvis_modules(sd_model)
-    generator = torch.Generator().manual_seed(seed)
-    net = network.Network(name, available_networks.get(name))
+    net = _random_network(sd_model, name, seed, strength, available_networks.get(name))
     net.te_multiplier, net.unet_multiplier = te_multiplier, unet_multiplier
+    loaded_networks.clear()
+    loaded_networks.append(net)
+    names = _pick_layers(sd_model)
+    for layer_name in names:
+        network_apply_weights(sd_model.network_layer_mapping[layer_name])
+    return names
+
+
+def _random_network(sd_model, name, seed, strength, on_disk):
+    """A Network of random updates (normal × strength, from `seed`) for the layers `_pick_layers` chooses."""
+    generator = torch.Generator().manual_seed(seed)
+    net = network.Network(name, on_disk)
 
     def random_like(weight):
         return torch.randn(weight.shape, generator=generator) * strength
@@ -201,8 +245,4 @@ def merge_random_network(sd_model, name="random", seed=0, strength=0.05, te_mult
             net.modules[key] = network.NetworkModule(net, key, random_like(layer.out_proj.weight))
         else:
             net.modules[layer_name] = network.NetworkModule(net, layer_name, random_like(layer.weight))
-    loaded_networks.clear()
-    loaded_networks.append(net)
-    for layer_name in names:
-        network_apply_weights(sd_model.network_layer_mapping[layer_name])
-    return names
+    return net
