@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 
 import pytest
 
@@ -12,6 +14,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# json/ and logs/ of every run this test process starts (in-process or not) go to a folder of its own, not the
+# repository's: parallel workers never share a queue file, and a test run leaves no logs behind (trainer/paths.py)
+DATA_DIR = tempfile.mkdtemp(prefix="traintrain-test-data-")
+os.environ["TRAINTRAIN_DATA_DIR"] = DATA_DIR
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -23,6 +29,10 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 class NetworkAttempt(AssertionError):

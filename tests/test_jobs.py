@@ -240,3 +240,21 @@ def test_plot_finds_named_logs_under_logs_dir_only(tmp_path, monkeypatch):
         plot.find_log("decoy", tmp_path / "logs")
     assert plot.series_from_history([(1, 2.0, 1.5, 1e-4), (2, 1.0, 1.4, 9e-5)])["lrs"] == {
         "Learning Rate 1": [1e-4, 9e-5]}
+
+
+def test_traintrain_data_dir_moves_json_and_logs_for_every_entry_point(tmp_path):
+    """What runs write (the queue, saved settings, CSV logs) goes under TRAINTRAIN_DATA_DIR when it is set — these
+    tests set it, so parallel workers never share a queue — and beside the code when it is not."""
+    import os
+    import subprocess
+    import sys
+
+    from trainer import paths
+
+    assert paths.JSON_DIR == Path(os.environ["TRAINTRAIN_DATA_DIR"]) / "json" != paths.ROOT / "json"
+    code = "from trainer import paths; print(paths.JSON_DIR); print(paths.LOGS_DIR); print(paths.PRESETS_DIR)"
+    for value, root in ((str(tmp_path), tmp_path), ("", paths.ROOT)):
+        env = {**os.environ, "TRAINTRAIN_DATA_DIR": value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, cwd=paths.ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out == [str(root / "json"), str(root / "logs"), str(paths.ROOT / "presets")]

@@ -489,10 +489,7 @@ def test_the_tab_inside_the_forge_page(browser, forge_page, workspace):
     page.goto(url)
     page.locator("#tabs button", has_text="TrainTrain").first.click()
     page.wait_for_selector("#tab_traintrain #tt_message textarea", timeout=60_000)
-    if not page.evaluate("() => !!window.traintrainLoaded"):
-        # Neo puts every extension's javascript/*.js and style.css into its page; tests/fake_forge does not (yet)
-        page.add_script_tag(path=str(ROOT / "javascript" / "traintrain.js"))
-        page.add_style_tag(path=str(ROOT / "style.css"))
+    assert page.evaluate("() => !!window.traintrainLoaded")  # Forge puts javascript/*.js and style.css in its page
     click(page, "tt_model_refresh")
     click(page, "tt_vae_refresh")
     configure_lora_run(page, workspace[2], "forge_tab", 2000)

@@ -43,6 +43,9 @@ report = {
 }
 print("REPORT " + json.dumps(report), flush=True)
 
-if os.environ.get("FAKE_FORGE_SERVE"):
+if os.environ.get("FAKE_FORGE_SERVE"):  # serve the page as Forge does: queue on, extension JS/CSS in <head>
+    standalone = sys.modules.get("traintrain_trainer.ui.standalone") or __import__(
+        "importlib").import_module("traintrain_trainer.ui.standalone")
+    standalone.inject_into_pages(standalone.head_html())
     webui.queue(demo)
     demo.launch(server_name="127.0.0.1", server_port=int(os.environ["FAKE_FORGE_SERVE"]), prevent_thread_lock=False)

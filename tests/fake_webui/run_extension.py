@@ -68,5 +68,11 @@ if os.environ.get("FAKE_WEBUI_SERVE"):  # serve the page as the webui does: queu
     standalone = sys.modules.get("traintrain_trainer.ui.standalone") or __import__(
         "importlib").import_module("traintrain_trainer.ui.standalone")
     standalone.inject_into_pages(standalone.head_html())
-    demo.queue(64)
+    import gradio
+
+    # the webui's demo.queue(64) is Gradio 3's concurrency count; under Gradio 4 (the Neo environment) the same limit
+    if gradio.__version__.startswith("4"):
+        demo.queue(default_concurrency_limit=64)
+    else:
+        demo.queue(64)
     demo.launch(server_name="127.0.0.1", server_port=int(os.environ["FAKE_WEBUI_SERVE"]), prevent_thread_lock=False)
