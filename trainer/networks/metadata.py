@@ -114,7 +114,9 @@ def build_metadata(
 
 
 def _flag(value) -> bool:
-    """A checkbox's raw value (True, or "true" from the CLI's --set) as kohya writes it: True / False."""
+    """A checkbox's raw value (True, or "true" from the CLI's --set) as kohya writes it: True / False. The same
+    spellings settings.cast accepts; that module cannot be imported here (settings → modes → … → networks.io →
+    metadata would be a cycle), and the metadata is built from the raw values."""
     return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
