@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from support import spy
 from trainer.data.captions import shuffle_tags, step_caption
 from trainer.engine import diffusion
+from trainer.engine.distributed import SINGLE
 from trainer.engine.loss import debiased_weight
 from trainer.engine.noise import offset_noise, pyramid_noise, training_noise
 from trainer.networks.blocks import BASE, BLOCK_IDS
@@ -150,7 +151,7 @@ def test_dropped_captions_train_on_the_empty_conditioning():
     mode.empty = (torch.full((1, 3, 2), -1.0), torch.full((1, 2), -2.0))
     bucket = Bucket((64, 64), torch.zeros(4, 4, 8, 8), ["a", "b", "c", ""], torch.arange(4.0)[:, None, None].expand(
         4, 3, 2), torch.ones(4, 2), None, [0, 1, 2, 3])
-    ctx = SimpleNamespace(settings=job.settings, rng=random.Random(0))
+    ctx = SimpleNamespace(settings=job.settings, rng=random.Random(0), world=SINGLE)
     hidden, pooled = mode._conditionings(ctx, bucket, [0, 1, 2, 3])
     check = random.Random(0)
     dropped = [check.random() < 0.5 for _ in range(4)]

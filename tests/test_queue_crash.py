@@ -57,7 +57,7 @@ def test_a_killed_run_is_shown_as_interrupted_and_not_rerun(tmp_path, caplog):
         assert first_runner.started.wait(5)
         first.enqueue(job("pending"))
         on_disk = saved(tmp_path)
-        assert on_disk["running"]["save_lora_name"] == "running"  # upstream's per-job JSON
+        assert [j["save_lora_name"] for j in on_disk["running"]] == ["running"]  # upstream's per-job JSON
         assert [j["save_lora_name"] for j in on_disk["jobs"]] == ["pending"]
 
         # the process is killed here: a new one starts from the same file without the first finishing
@@ -104,7 +104,7 @@ def test_the_running_entry_is_cleared_when_the_job_ends(tmp_path, fail):
     svc.start(job("a"))
     svc.enqueue(job("b"))
     assert svc.wait(10)
-    assert saved(tmp_path) == {"jobs": [], "running": None, "interrupted": []}
+    assert saved(tmp_path) == {"jobs": [], "running": [], "interrupted": []}
     assert service(tmp_path, Runner()).status().interrupted == ()
 
 
@@ -115,7 +115,7 @@ BAD_FILES = {
     "truncated json": b'{"jobs": [{"save_lora_name": ',
     "a string": b'"jobs"',
     "jobs a string": b'{"jobs": "abc"}',
-    "running a list": b'{"jobs": [], "running": [1]}',
+    "running a number": b'{"jobs": [], "running": 1}',
     "nested too deep": b"[" * 100000 + b"]" * 100000,
 }
 

@@ -59,6 +59,7 @@ DEMO_OVERRIDES = ["train_iterations=60", "image_size(height, width)=64", "image_
 
 def cmd_train(args) -> int:
     import json
+    import os
     import signal
     from pathlib import Path
 
@@ -83,7 +84,9 @@ def cmd_train(args) -> int:
         data = json.loads(config.read_text(encoding="utf-8"))
         images = ensure_sample_images()
         assignments = [*DEMO_OVERRIDES, f"lora_data_directory={images}", *assignments]
-        print(f"no config given: a short LoRA run on the sample images in {images} (presets/LoRA.json, 60 steps)")
+        if os.environ.get("RANK", "0") == "0" and not os.environ.get("TRAINTRAIN_LAUNCHED"):  # said once per launch
+            print(f"no config given: a short LoRA run on the sample images in {images} (presets/LoRA.json, "
+                  f"60 steps)")
     if args.resume:
         assignments.append(f"resume={args.resume}")
     data = apply_overrides(data, assignments)
@@ -95,6 +98,9 @@ def cmd_train(args) -> int:
               file=sys.stderr)
     output_dir = args.output_dir or (Path(args.resume).parent if args.resume else None)  # resumed: beside the state
     host = StandaloneHost(**({"lora_dir": Path(output_dir)} if output_dir else {}))
+    world, launched = processes_of(job, host, args)
+    if launched is not None:
+        return launched
     training = []
     control = JobControl(on_event=lambda event: training.append(True) if event["kind"] == Event.STEP else None)
 
@@ -104,13 +110,89 @@ def cmd_train(args) -> int:
         control.request_stop(save=True)  # training: stop after this step and save
 
     signal.signal(signal.SIGINT, on_ctrl_c)
-    result = run_job(job, host, control)
+    try:
+        result = run_job(job, host, control, world=world)
+    except UserError as err:
+        if world.size == 1:
+            raise
+        from .launch import report_failure
+
+        report_failure(err, world.rank, world.size)
+        return 2
+    except Exception as err:
+        from .launch import peer_gone
+
+        if world.size == 1 or not peer_gone(err):
+            raise
+        return 1  # another process ended first; the launcher says which and why
+    if not world.is_main:
+        return 0
     print(result.message)
     if result.path:
         print(result.path)
     for grid in result.extras.get("samples", ()):  # the sample-preview grids (sample_every_n_steps), oldest first
         print(grid)
     return 0 if result.status == Status.FINISHED else 130  # a run Ctrl-C stopped did not finish
+
+
+def processes_of(job, host, args):
+    """Where this run trains: (World, None) to train here, or (SINGLE, exit code) when this process is done —
+    it launched the data-parallel processes (`--devices` with several), or it is an idle extra process of a
+    launch whose mode trains on one device."""
+    import os
+
+    from .engine.distributed import SINGLE, from_environment, launched_processes
+    from .modes.registry import mode_class
+
+    parallel = mode_class(job.mode).data_parallel
+    if args.devices is not None:
+        from .launch import launch, parse_devices
+
+        kind, devices = parse_devices(args.devices)
+        with host.peek(job.model):  # the model exists (the demo one is written once, here, not by every process)
+            pass
+        if len(devices) > 1 and parallel:
+            return SINGLE, launch(kind, devices, without_devices(args.argv))
+        if len(devices) > 1:
+            print(f"{job.mode} trains on one device: running on the first of --devices only "
+                  f"(data-parallel training is for LoRA and Multi-ADDifT)", file=sys.stderr)
+        host.device = torch_device(kind, devices[0])
+        return SINGLE, None
+    if launched_processes() == 1:
+        return SINGLE, None
+    if not parallel:
+        rank = int(os.environ.get("RANK", "0"))
+        if rank > 0:
+            return SINGLE, 0  # idle: process 0 runs the job alone
+        print(f"{job.mode} trains on one device: process 0 runs it, the other {launched_processes() - 1} "
+              f"process(es) stay idle (data-parallel training is for LoRA and Multi-ADDifT)", file=sys.stderr)
+        return SINGLE, None
+    from .launch import DEVICE_KIND
+
+    world = from_environment(os.environ.get(DEVICE_KIND))
+    host.device = world.device
+    if not world.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # process 0 tells the progress; the others only warnings
+    return world, None
+
+
+def torch_device(kind: str, entry: str):
+    import torch
+
+    return torch.device("cpu" if kind == "cpu" else f"cuda:{entry}")
+
+
+def without_devices(argv: list[str]) -> list[str]:
+    """The `train` arguments for the launched processes: these, less `--devices X`, less the command itself."""
+    out, skip = [], False
+    for arg in argv[argv.index("train") + 1:]:
+        if skip:
+            skip = False
+        elif arg == "--devices":
+            skip = True
+        elif not arg.startswith("--devices="):
+            out.append(arg)
+    return out
 
 
 def read_config(path: Path) -> dict:
@@ -141,9 +223,16 @@ def cmd_ui(args) -> int:
 
     if args.models_dir and not Path(args.models_dir).is_dir():
         raise UserError(f"--models-dir {args.models_dir}: not a folder")
+    devices = None
+    if args.devices is not None:
+        from .launch import parse_devices
+
+        kind, entries = parse_devices(args.devices)
+        devices = [str(torch_device(kind, e)) for e in entries]
+        print(f"one queue worker per device: {', '.join(devices)}")
     print(f"TrainTrain on http://127.0.0.1:{args.port}  (Ctrl-C to quit)")
     try:
-        serve(args.models_dir, args.output_dir, args.data_dir, args.port)
+        serve(args.models_dir, args.output_dir, args.data_dir, args.port, devices=devices)
     except OSError as err:  # Gradio: "Cannot find empty port in range …"
         raise UserError(f"cannot serve on 127.0.0.1:{args.port} ({str(err).splitlines()[0][:80]}); "
                         f"choose another --port") from None
@@ -184,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one setting by its upstream name or short name; repeatable")
     p.add_argument("--resume", metavar="DIR", help="continue the training state DIR (<name>_<N>steps-state, saved "
                                                    "with save_state); no config: with the settings it was started with")
+    p.add_argument("--devices", help="train on these devices, one process each: CUDA numbers (0,1) or cpu,cpu; "
+                                     "LoRA and Multi-ADDifT share out the batches (data-parallel), other modes use "
+                                     "the first device")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ui", help="serve the TrainTrain tab on 127.0.0.1 (the standalone web UI)")
@@ -192,13 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder for presets/, json/ (queue, saved settings) and logs/ "
                                       "(default: the ones beside the code)")
     p.add_argument("--port", type=int, default=7870)
+    p.add_argument("--devices", help="a queue worker on each of these devices (CUDA numbers 0,1 or cuda:0,cuda:1; "
+                                     "cpu,cpu to try it): queued jobs train at once, one per device")
     p.set_defaults(func=cmd_ui)
     return parser
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except UserError as err:

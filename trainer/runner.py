@@ -7,10 +7,12 @@ checked first, so a bad input costs nothing and never leaves a partial file. The
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ import torch
 
 from . import preflight
 from .engine.control import Event, JobControl, Status
+from .engine.distributed import SINGLE, World, prepare_shared
 from .engine.hooks import StepHook, keeps_vae
 from .engine.loop import run_engine
 from .engine.saving import last_good_file, save_lora
@@ -38,6 +41,19 @@ from .reports import headline_metadata, report_summary, write_report
 from .settings import Job
 
 log = logging.getLogger(__name__)
+
+
+_GLOBAL_RNG = threading.Lock()  # torch's global generator: jobs training at once (a worker per device) take turns
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device):
+    """torch's global generator seeded with `seed` for a block (the network's initial weights), then restored, one
+    job at a time: a job's weights depend on its seed only, not on another job training beside it."""
+    forked = [device] if device.type == "cuda" else []
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=forked, device_type=device.type if forked else "cuda"):
+        torch.manual_seed(seed)
+        yield
 
 
 def pick_seed(seed: int) -> int:
@@ -106,15 +122,19 @@ def network_spec(s, blocks) -> NetworkSpec:
 
 
 def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: Path | None = None,
-            json_dir: Path | None = None) -> Result:
+            json_dir: Path | None = None, world: World = SINGLE) -> Result:
+    """`world`: this process of a data-parallel launch (engine/distributed.py); rank 0 alone writes files."""
     control = control or JobControl()
     s = job.settings
     mode: Mode = mode_class(job.mode)(job)
+    if world.size > 1 and not mode.data_parallel:
+        raise UserError(f"{job.mode} trains on one device; launch it as one process (data-parallel training is "
+                        f"for LoRA and Multi-ADDifT)")
     mode.check_inputs(Path(host.lora_dir))
     base = Output(directory=Path(host.lora_dir), name=s.save_lora_name, overwrite=s.save_overwrite, mode=job.mode,
                   model_name=Path(job.model).stem if job.model else "demo")
     base.path()  # validates the name before anything is loaded
-    passes, resumed = continue_job(job, host, mode.passes())  # `resume`: the state is checked before any load
+    passes, resumed = continue_job(job, host, mode.passes(), world.size)  # `resume`: checked before any load
     renamed = ""
     if getattr(host, "caches_lora_files", False):
         base, renamed = uncached_output(base, passes)
@@ -122,11 +142,13 @@ def run_job(job: Job, host: Host, control: JobControl | None = None, logs_dir: P
         check_outputs(pass_output(base, p), p)
         check_resume(p)
     preflight_checks(job, host, passes, base.directory)
+    if not world.is_main:  # rank 0 reserves the name and writes the files; this process only trains
+        return _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir, resumed, world)
     remove_stale_temps(base.directory)  # left by a run that was killed while saving
     with reserve_name(base.path()):  # a second job of this name is refused here, until this one ends
         if renamed:
             log.warning("%s", renamed)
-        result = _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir, resumed)
+        result = _run_reserved(job, host, control, mode, base, passes, logs_dir, json_dir, resumed, world)
     return dataclasses.replace(result, message=f"{result.message}\n{renamed}") if renamed else result
 
 
@@ -144,14 +166,15 @@ def preflight_checks(job: Job, host: Host, passes: list[Pass], lora_dir: Path) -
 
 
 def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: Output, passes: list[Pass],
-                  logs_dir: Path | None, json_dir: Path | None, resumed=None) -> Result:
+                  logs_dir: Path | None, json_dir: Path | None, resumed=None, world: World = SINGLE) -> Result:
     s = job.settings
     started = datetime.datetime.now()
-    if s.save_as_json:
+    if s.save_as_json and world.is_main:
         log.info("settings saved to %s", save_job_json(job, started, json_dir or JSON_DIR))
 
     seed = resumed.seed if resumed else pick_seed(s.train_seed)
-    torch.manual_seed(seed)
+    with _GLOBAL_RNG:
+        torch.manual_seed(seed)
     control.emit(Event.PHASE, text="loading the model…")
     components = host.load_components(job.model, model_dtype(s.train_model_precision),
                                       PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
@@ -163,22 +186,22 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
         components=components, settings=s, device=device, model_dtype=components.dtype,
         lora_dtype=PRECISIONS[s.train_lora_precision], seed=seed, generator=torch.Generator(device).manual_seed(seed),
         rng=random.Random(seed),
-        alpha_bar=components.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32),
+        alpha_bar=components.noise_scheduler.alphas_cumprod.to(device=device, dtype=torch.float32), world=world,
     )
     if device.type == "cuda" and ctx.lora_dtype == torch.float16:
         log.warning("train_lora_precision fp16: gradients are not loss-scaled (torch's GradScaler cannot unscale "
                     "fp16 weights), so small ones may vanish; fp32 is safer")
-    hooks = job_hooks(job, mode, base, host)
+    hooks = job_hooks(job, mode, base, host) if world.is_main else []  # previews and evaluation: rank 0's
     ctx.keep_vae = keeps_vae(hooks)
     for hook in hooks:
         hook.before_prepare(ctx)
     control.emit(Event.PHASE, text="caching the training data…")
-    mode.prepare(ctx)
+    prepare_shared(mode, ctx)  # one process of a data-parallel run caches; the others receive it
     components.unet.to(device)
     for encoder in components.text_encoders:
         encoder.to(device)
     base.tag_frequency, base.resolution = mode.tag_frequency, mode.resolution
-    logs = PassLogs(s.logging_save_csv, started, logs_dir)
+    logs = PassLogs(s.logging_save_csv and world.is_main, started, logs_dir)
     result = run_passes(ctx, mode, passes, base, control, logs, hooks, TrainingStates.of_job(job, host, seed, resumed))
     if components.notes:
         result = dataclasses.replace(result, message="\n".join([result.message, *components.notes]))
@@ -252,8 +275,9 @@ def attach_network(ctx: TrainContext, p: Pass) -> Network:
         network = resume_network(c.family, c.unet, c.text_encoders, tensors, p.resume, dtype=ctx.lora_dtype,
                                  device=ctx.device)
     else:
-        network = create_network(c.family, c.unet, c.text_encoders, network_spec(ctx.settings, p.blocks),
-                                 dtype=ctx.lora_dtype, device=ctx.device)
+        with seeded_global_rng(ctx.seed, ctx.device):
+            network = create_network(c.family, c.unet, c.text_encoders, network_spec(ctx.settings, p.blocks),
+                                     dtype=ctx.lora_dtype, device=ctx.device)
     if ctx.settings.logging_verbose:
         for adapter in network.adapters:
             log.info("  %s (rank %d)", adapter.lora_name, adapter.rank)
@@ -291,6 +315,9 @@ def run_pass(ctx: TrainContext, mode: Mode, p: Pass, output: Output, control: Jo
         return Result(trained.status, None, trained.steps, trained.losses, f"Stopped at step {trained.steps}{tail}",
                       extras=extras)
     mode.end_pass(ctx, p)
+    if not ctx.world.is_main:
+        return Result(Status.FINISHED, None, trained.steps, trained.losses, f"Trained {trained.steps} steps as "
+                      f"process {ctx.world.rank} of {ctx.world.size}; process 0 saves the file")
     report = mode.quality_report(ctx) if last else None
     if report is not None:
         output.extra_metadata.update(headline_metadata(report))

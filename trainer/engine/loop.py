@@ -15,10 +15,11 @@ from ..errors import UserError
 from ..networks.io import NonFiniteTensors
 from . import diffusion
 from .control import Event, JobControl, Status
+from .distributed import StepModule
 from .loss import debiased_weight, min_snr_weight, per_sample_loss
 from .optim import build_optimizer, build_scheduler, current_lrs, step_scheduler
 from .saving import last_good_file, save_lora
-from .types import Output, TrainContext, Trained, save_points
+from .types import Output, StepOutput, TrainContext, Trained, save_points
 
 
 def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, started_at: float | None = None,
@@ -40,6 +41,8 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
         enable_gradient_checkpointing(ctx.components.unet,
                                       ctx.components.text_encoders if mode.trains_text_encoder else [])
     network.train()
+    world = ctx.world
+    forward = world.wrap(StepModule(network, mode, ctx)) if world.size > 1 else None  # DDP: gradients all-reduced
 
     started_at = started_at or time.time()
     saves = save_points(iterations, s.save_per_steps)
@@ -48,7 +51,7 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
         hook.start(ctx, start)
     t0 = time.perf_counter()
     outside = 0.0  # seconds spent in hooks, left out of the step time and the ETA
-    progress = _progress_bar(iterations, start)
+    progress = _progress_bar(iterations, start, shown=world.is_main)
     step = start
     status, stop_path, saved_at = Status.FINISHED, None, None
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -58,6 +61,8 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
                          f"lower train_learning_rate or use fp32/bf16 precision")
 
     def save(suffix_steps: int):
+        if not world.is_main:
+            return None  # rank 0 writes every file of a data-parallel run
         try:
             path = save_lora(ctx, output, optimizer, step, started_at, suffix_steps=suffix_steps)
         except NonFiniteTensors as err:
@@ -69,7 +74,8 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
     try:
         for step in range(start + 1, iterations + 1):
             lrs = current_lrs(scheduler, optimizer)  # the rates this step trains at (read before it steps them)
-            loss_value, weights_finite = train_step(ctx, mode, step - 1, optimizer, scheduler, scaler, params)
+            loss_value, weights_finite, stopping = train_step(ctx, mode, step - 1, optimizer, scheduler, scaler,
+                                                              params, forward, control.stop_requested)
             if not math.isfinite(loss_value):
                 raise diverged(f"the loss became {loss_value}")
             if not weights_finite:
@@ -91,8 +97,11 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
 
             if step in saves:
                 path = saved_at = save(step)
-                control.emit(Event.SAVED, path=str(path), step=step)
-            if control.stop_requested and step < iterations:
+                if path is not None:
+                    control.emit(Event.SAVED, path=str(path), step=step)
+            if world.size == 1:
+                stopping = control.stop_requested  # also a stop asked for during this step
+            if stopping and step < iterations:
                 if control.save_on_stop:
                     stop_path = saved_at if step in saves else save(step)  # the periodic file of this step is it
                     status = Status.STOPPED_SAVED
@@ -105,12 +114,15 @@ def run_engine(ctx: TrainContext, mode, output: Output, control: JobControl, sta
     return Trained(status, step, losses, optimizer, stop_path)
 
 
-def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler, params=None) -> tuple[float, bool]:
+def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler, params=None, forward=None,
+               stop: bool = False) -> tuple[float, bool, bool]:
     """One optimizer step: the mode's prediction and target, weighted loss, backward, step, schedule.
-    Returns the loss and whether every weight in `params` is finite after the step (one device→host sync)."""
+    `forward`: the DDP-wrapped step of a data-parallel run (engine/distributed.py), else the mode's own.
+    Returns the loss (the mean over the processes), whether every weight in `params` is finite after the step, and
+    whether any process asked to `stop` — read in one device→host sync."""
     s = ctx.settings
     with ctx.autocast():
-        out = mode.step(ctx, index)
+        out = mode.step(ctx, index) if forward is None else StepOutput(*forward(index))
     per_sample = per_sample_loss(out.pred, out.target, s.train_loss_function, out.mask)
     snr = diffusion.snr(out.timesteps, ctx.alpha_bar)
     weight = min_snr_weight(snr, s.train_snr_gamma, ctx.is_v_prediction)
@@ -122,14 +134,15 @@ def train_step(ctx: TrainContext, mode, index: int, optimizer, scheduler, scaler
     scaler.update()
     # the sync point, once per step: the loss (the log, the plateau schedule) and the largest |weight| — NaN or inf
     # when any weight is (a max-abs norm neither overflows nor hides a NaN)
-    health = loss.detach().float().reshape(1)
+    mean_loss, stopping = ctx.world.combine(loss, stop)
+    health = [mean_loss, stopping]
     if params:
-        health = torch.cat([health, torch.stack(torch._foreach_norm(params, math.inf)).float().amax().reshape(1)])
-    values = health.tolist()
-    loss_value, weights_finite = values[0], all(math.isfinite(v) for v in values[1:])
+        health.append(torch.stack(torch._foreach_norm(params, math.inf)).float().amax().reshape(1))
+    values = torch.cat(health).tolist()
+    loss_value, weights_finite = values[0], all(math.isfinite(v) for v in values[2:])
     step_scheduler(scheduler, loss_value)
     optimizer.zero_grad(set_to_none=True)
-    return loss_value, weights_finite
+    return loss_value, weights_finite, values[1] > 0
 
 
 def enable_gradient_checkpointing(unet, text_encoders) -> None:
@@ -148,7 +161,7 @@ def enable_gradient_checkpointing(unet, text_encoders) -> None:
         encoder.requires_grad_(False)
 
 
-def _progress_bar(total: int, done: int = 0):
+def _progress_bar(total: int, done: int = 0, shown: bool = True):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=done, dynamic_ncols=True, mininterval=1.0)
+    return tqdm(total=total, initial=done, dynamic_ncols=True, mininterval=1.0, disable=not shown)

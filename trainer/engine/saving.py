@@ -33,7 +33,7 @@ def save_lora(ctx: TrainContext, output: Output, optimizer, steps_done: int, sta
             spec=ctx.network.spec, family=ctx.components.family, is_v_prediction=ctx.is_v_prediction,
             output_name=path.stem, settings={**s.raw, "train_seed": ctx.seed, "train_iterations": steps_done},
             resolution=output.resolution, model_name=output.model_name, tag_frequency=output.tag_frequency,
-            started_at=started_at, mode=output.mode,
+            started_at=started_at, mode=output.mode, num_processes=ctx.world.size,
         )
         metadata.update(output.extra_metadata)
         if ctx.names is None:

@@ -106,6 +106,7 @@ class SavedState:
     loss_ema: float
     losses: tuple[float, ...]
     kept: tuple[str, ...]  # file names of earlier passes' networks, in pass order
+    processes: int = 1  # of the data-parallel run that saved it (engine/distributed.py)
 
 
 def read_state(folder) -> SavedState:
@@ -135,17 +136,22 @@ def read_state(folder) -> SavedState:
         job, _ = job_from_json(json.loads((folder / JOB_FILE).read_text(encoding="utf-8")), str(folder / JOB_FILE))
         return SavedState(folder, job, int(manifest["step"]), int(manifest["pass"]), int(manifest["seed"]),
                           str(manifest["device"]), dict(manifest["models"]), float(manifest["loss_ema"]),
-                          tuple(float(x) for x in manifest["losses"]), tuple(manifest["kept"]))
+                          tuple(float(x) for x in manifest["losses"]), tuple(manifest["kept"]),
+                          int(manifest.get("processes", 1)))
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{where} is damaged: {STATE_FILE} lacks or garbles {err}") from None
 
 
-def continue_job(job: Job, host, passes: list) -> tuple[list, SavedState | None]:
-    """The passes to run and the state they continue (`resume`), every check made; (passes, None) without one."""
+def continue_job(job: Job, host, passes: list, processes: int = 1) -> tuple[list, SavedState | None]:
+    """The passes to run and the state they continue (`resume`), every check made; (passes, None) without one.
+    `processes`: of this (data-parallel) run, which must be the state's: the batches and their order depend on it."""
     if not job.settings.resume:
         return passes, None
     state = read_state(job.settings.resume)
     check_state(state, job, passes, torch.device(host.device).type, model_fingerprints(host, job))
+    if state.processes != processes:
+        raise UserError(f"resume: {state.folder.name} was trained on {state.processes} process(es), and this run "
+                        f"has {processes}: the batches would differ; launch it as it was saved, or start a new run")
     return continue_passes(passes, state), state
 
 
@@ -313,8 +319,9 @@ class TrainingStates:
                 job = {**self.job.to_json(), "resume": os.path.abspath(folder)}
                 (tmp / JOB_FILE).write_text(json.dumps(job, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
                 manifest = {"format": FORMAT, "step": step, "pass": self.pass_number, "seed": self.seed,
-                            "device": self.device, "models": self.models, "loss_ema": ema, "losses": list(losses),
-                            "kept": kept, "files": {p.name: sha256_of(p) for p in sorted(tmp.iterdir())}}
+                            "device": self.device, "processes": ctx.world.size, "models": self.models,
+                            "loss_ema": ema, "losses": list(losses), "kept": kept,
+                            "files": {p.name: sha256_of(p) for p in sorted(tmp.iterdir())}}
                 (tmp / STATE_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         except FileExistsError:
             raise UserError(f"{folder} already exists; tick save_overwrite or choose another save_lora_name") from None

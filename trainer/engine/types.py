@@ -13,6 +13,7 @@ import torch
 from ..networks.io import lora_file_name
 from . import diffusion, noise
 from .control import Status
+from .distributed import SINGLE, World
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainContext:
     network: object | None = None  # networks.network.Network
     names: object | None = None  # networks.compat.ModelNames, computed at the first save
     keep_vae: bool = False  # a hook (previews) decodes with the VAE after the data is cached: modes keep it
+    world: World = SINGLE  # this process among the launched ones (engine/distributed.py); one process by default
 
     @property
     def is_v_prediction(self) -> bool:

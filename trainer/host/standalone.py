@@ -4,6 +4,7 @@ CUDA when present. The bundled demo model is always offered."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,10 @@ class StandaloneHost:
     models_dir: Path | None = None
     name: str = "standalone"
     can_generate = False  # no txt2img here: the iLECO Generate buttons are the webui's
+
+    def on_device(self, device) -> "StandaloneHost":
+        """The same host training on `device` (a queue worker per device: `ui --devices`)."""
+        return dataclasses.replace(self, device=torch.device(device))
 
     def generate(self, prompts: list[str], negative: str, txt2img_json: str) -> tuple[list, str]:
         raise UserError("Generate runs the webui's txt2img; it is there in the webui's TrainTrain tab")

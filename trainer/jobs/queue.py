@@ -1,7 +1,8 @@
 """The job queue: FIFO, persisted in `json/queue.json` (upstream's JSON per job), so pending jobs survive a restart.
 
-The file is `{"jobs": [...], "running": job | null, "interrupted": [...]}`; each job is `Job.to_json()` (upstream's
-layout). A job leaves "jobs" when it starts and is kept as "running" until it ends, so a job that was running when
+The file is `{"jobs": [...], "running": [...], "interrupted": [...]}`; each job is `Job.to_json()` (upstream's
+layout); "running" holds one job per device that trains (a file of an earlier version holds one job or null there).
+A job leaves "jobs" when it starts and is kept in "running" until it ends, so a job that was running when
 the process died is found on the next start: it is listed as interrupted (never silently re-run) until a job of that
 name is started or queued again, or it is deleted. A file of the wrong shape is renamed to
 `queue.json.bad-<timestamp>` (kept as a backup) and the queue starts empty, with a warning.
@@ -45,16 +46,17 @@ class JobQueue:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._interrupted: list[Job] = []
         self.backup: Path | None = None  # where a bad queue file was moved, if it was
         self._jobs: list[Job] = self._read()
-        if self._running is not None:  # the last process died while this ran: it was interrupted
-            name = job_name(self._running)
-            log.warning("%s: job %r was running when TrainTrain stopped; it is marked interrupted and not re-run",
-                        self.path, name)
-            self._interrupted = [j for j in self._interrupted if job_name(j) != name] + [self._running]
-            self._running = None
+        if self._running:  # the last process died while these ran: they were interrupted
+            for job in self._running:
+                name = job_name(job)
+                log.warning("%s: job %r was running when TrainTrain stopped; it is marked interrupted and not re-run",
+                            self.path, name)
+                self._interrupted = [j for j in self._interrupted if job_name(j) != name] + [job]
+            self._running = []
             self._write_quietly()
 
     # -- the file ------------------------------------------------------------------------------------------------
@@ -71,15 +73,14 @@ class JobQueue:
             return []
         entries, running, interrupted = data.get("jobs", []), data.get("running"), data.get("interrupted", [])
         if not isinstance(entries, list) or not isinstance(interrupted, list) \
-                or not (running is None or isinstance(running, dict)):
-            self._set_aside('"jobs" and "interrupted" must be lists and "running" an object or null')
+                or not (running is None or isinstance(running, (dict, list))):
+            self._set_aside('"jobs", "interrupted" and "running" must be lists')
             return []
         jobs, self._interrupted = self._jobs_from(entries), self._jobs_from(interrupted)
         dropped = len(jobs) != len(entries) or len(self._interrupted) != len(interrupted)
-        if running is not None:
-            found = self._jobs_from([running])
-            dropped = dropped or not found
-            self._running = found[0] if found else None
+        running = [] if running is None else [running] if isinstance(running, dict) else running
+        self._running = self._jobs_from(running)
+        dropped = dropped or len(self._running) != len(running)
         if dropped:
             self._back_up(copy=True)
         return jobs
@@ -120,7 +121,7 @@ class JobQueue:
 
     def _write(self) -> None:
         write_json_atomic(self.path, {"jobs": [job.to_json() for job in self._jobs],
-                                      "running": self._running.to_json() if self._running else None,
+                                      "running": [job.to_json() for job in self._running],
                                       "interrupted": [job.to_json() for job in self._interrupted]})
 
     def _write_quietly(self) -> None:
@@ -129,23 +130,23 @@ class JobQueue:
         except OSError as err:
             log.warning("could not update %s (%s)", self.path, _one_line(err))
 
-    # -- the running job -----------------------------------------------------------------------------------------
+    # -- the running jobs ----------------------------------------------------------------------------------------
     def mark_running(self, job: Job) -> None:
         """Record `job` as running (it is kept in the file until `mark_ended`); it is no longer 'interrupted'."""
         with self._lock:
-            self._running = job
+            self._running.append(job)
             self._forget_interrupted(job_name(job))
             self._write_quietly()
 
-    def mark_ended(self) -> None:
+    def mark_ended(self, job: Job) -> None:
         with self._lock:
-            if self._running is not None:
-                self._running = None
+            if any(j is job for j in self._running):
+                self._running = [j for j in self._running if j is not job]
                 self._write_quietly()
 
-    def running(self) -> Job | None:
+    def running(self) -> list[Job]:
         with self._lock:
-            return self._running
+            return list(self._running)
 
     def interrupted(self) -> list[Job]:
         """Jobs that were running when an earlier process ended without finishing them."""
@@ -169,11 +170,13 @@ class JobQueue:
         with self._lock:
             return list(self._jobs)
 
-    def add(self, job: Job, running: str | None = None) -> int:
-        """Append; refuses a name that is running or already queued. Returns the 1-based position."""
+    def add(self, job: Job, running=()) -> int:
+        """Append; refuses a name that is `running` (a name, or a set of them) or already queued. Returns the
+        1-based position."""
         name = job_name(job)
+        running = {running} if isinstance(running, str) else set(running or ())
         with self._lock:
-            if name == running or name in (job_name(j) for j in self._jobs):
+            if name in running or name in (job_name(j) for j in self._jobs):
                 raise UserError(f"Duplicated LoRA name: {name!r} is already running or queued; change save_lora_name")
             self._jobs.append(job)
             self._forget_interrupted(name)  # queued again: it will run, so it is no longer just "interrupted"
@@ -187,7 +190,7 @@ class JobQueue:
                 return None
             job = self._jobs.pop(0)
             if running:
-                self._running = job
+                self._running.append(job)
                 self._forget_interrupted(job_name(job))
             self._write()
             return job

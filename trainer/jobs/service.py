@@ -1,4 +1,8 @@
-"""The training service behind the tab: one worker thread runs a started job, then the queue, FIFO.
+"""The training service behind the tab: a worker thread per device runs a started job, then the queue, FIFO.
+
+One device unless the standalone app is given several (`ui --devices cuda:0,cuda:1`): then each device has its own
+worker, and queued jobs start on whichever device is free, so two jobs train at once. The status shown is that of
+the job started last (Stop stops it); the others are listed beside it with their devices.
 
 The UI only submits jobs (`start`, `enqueue`), asks to stop, and reads `status()` — a plain snapshot it can render.
 Every job gets its own JobControl (no global stop flag); errors end the job with a one-line message and the worker
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -45,6 +50,9 @@ class RunStatus:
     samples: tuple = ()  # paths of the job's sample-preview grids so far, oldest first
     queued: int = 0
     interrupted: tuple = ()  # names of jobs that were running when an earlier process died (not re-run)
+    device: str = ""  # where this job trains, when the service has several devices
+    others: tuple = ()  # (name, device, step, total) of the other jobs running now, on the other devices
+    idle_devices: int = 1  # devices with no job: Start can run one now
 
     @property
     def busy(self) -> bool:
@@ -77,19 +85,28 @@ def interrupted_notice(names) -> str:
 
 def describe(status: RunStatus) -> str:
     """The Message-box text for a status: progress while a job runs, its result afterwards."""
-    queued = f"\n{status.queued} job(s) waiting in the queue" if status.queued else ""
+    queued = "".join(f"\nAlso running: '{name}' on {device}" + (f", step {step}/{total}" if total else "")
+                     for name, device, step, total in status.others)
+    queued += f"\n{status.queued} job(s) waiting in the queue" if status.queued else ""
     if status.interrupted and status.state != "interrupted":
         queued += "\n" + interrupted_notice(status.interrupted)
     if status.state == "idle":
         return "Ready." + queued
+    on = f" on {status.device}" if status.device else ""
     if status.state == "loading":
-        return f"{status.mode} '{status.name}': {status.message}" + queued
+        return f"{status.mode} '{status.name}'{on}: {status.message}" + queued
     if status.state == "training":
         lr = f"{status.lrs[-1]:.2e}" if status.lrs else "-"
         ema = f"{status.loss_ema:.5f}" if status.loss_ema is not None else "-"
-        return (f"{status.mode} '{status.name}': step {status.step}/{status.total} ({status.percent:.0f}%) · "
+        return (f"{status.mode} '{status.name}'{on}: step {status.step}/{status.total} ({status.percent:.0f}%) · "
                 f"loss EMA {ema} · lr {lr} · elapsed {clock(status.elapsed)} · ETA {clock(status.eta)}" + queued)
     return status.message + queued
+
+
+def device_labels(devices) -> list[str]:
+    """How the status and the Queue tab name each device: its name, numbered when it is listed twice (cpu#1)."""
+    names = [str(d) for d in devices]
+    return [f"{n}#{names[:i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
 @dataclass
@@ -102,9 +119,21 @@ class _Run:
     samples: list = field(default_factory=list)
 
 
+@dataclass
+class _Slot:
+    """One device: the host that trains there, its worker thread while it has work, and its current or last run."""
+
+    host: Host
+    device: str = ""  # shown in the status and the Queue tab; "" with a single device
+    worker: threading.Thread | None = None
+    run: _Run | None = None
+
+
 class TrainingService:
     def __init__(self, host: Host, queue_file: Path = JSON_DIR / "queue.json", logs_dir: Path = LOGS_DIR,
-                 json_dir: Path = JSON_DIR, resume_queue: bool = True, run_job=None):
+                 json_dir: Path = JSON_DIR, resume_queue: bool = True, run_job=None, devices=None):
+        """`devices`: several devices of the standalone app, each with a worker (`host.on_device(d)` trains there);
+        None: the host's one device."""
         from ..runner import run_job as default_run_job
 
         self.host = host
@@ -113,105 +142,142 @@ class TrainingService:
         self.queue = JobQueue(queue_file)
         self._run_job = run_job or default_run_job
         self._lock = threading.Lock()
-        self._run: _Run | None = None  # the job running now, or the last one (for its result)
-        self._worker: threading.Thread | None = None
+        if devices and len(devices) > 1:
+            self._slots = [_Slot(host.on_device(d), label) for d, label in zip(devices, device_labels(devices))]
+        else:
+            self._slots = [_Slot(host.on_device(devices[0]) if devices else host)]
+        self._shown: _Run | None = None  # the job started last: the one the status describes and Stop stops
         for job in self.queue.interrupted():
             log.warning("job %r was interrupted when TrainTrain stopped; start it again to train it", job_name(job))
         if resume_queue and len(self.queue):
             log.info("resuming %d queued job(s) from %s", len(self.queue), self.queue.path)
-            self._ensure_worker(None)
+            with self._lock:
+                self._dispatch(None)
+
+    @property
+    def devices(self) -> list[str]:
+        return [slot.device for slot in self._slots]
 
     # -- what the UI calls -------------------------------------------------------------------------------------------
     def start(self, job: Job) -> str:
         with self._lock:
-            if self._busy():
-                raise UserError(f"'{self._run.status.name}' is running; press Add to Queue to run this job after it")
-            self._ensure_worker(job)
-        return f"Started {job.mode} '{job_name(job)}'."
+            if not self._idle():
+                busy = [slot.run.status.name for slot in self._slots if slot.run]
+                if len(self._slots) == 1:
+                    raise UserError(f"'{busy[0]}' is running; press Add to Queue to run this job after it")
+                raise UserError(f"every device is training ({', '.join(repr(n) for n in busy)}); press Add to Queue "
+                                "to run this job on the first one free")
+            slot = self._dispatch(job)
+        return f"Started {job.mode} '{job_name(job)}'" + (f" on {slot.device}." if slot.device else ".")
 
     def enqueue(self, job: Job) -> str:
         with self._lock:
-            running = self._run.status.name if self._busy() else None
+            running = {slot.run.status.name for slot in self._slots if slot.worker is not None and slot.run}
             position = self.queue.add(job, running=running)
-            self._ensure_worker(None)
+            self._dispatch(None)
         return f"Added '{job_name(job)}' to the queue (position {position})."
 
     def stop(self, save: bool) -> str:
         with self._lock:
-            if not self._busy():
+            run = self._shown
+            if run is None or not self._running(run):
                 return "No job is running."
-            self._run.control.request_stop(save=save)
-            name = self._run.status.name
+            run.control.request_stop(save=save)
+            name = run.status.name
         return f"Stopping '{name}' after this step" + (" and saving it." if save else " (not saved).")
 
     def delete(self, name: str) -> str:
         job = self.queue.delete(name)
         return f"Removed '{job_name(job)}' from the queue."
 
+    def running(self) -> list[tuple[Job, str]]:
+        """The jobs training now and their devices ("" with a single device), in device order."""
+        with self._lock:
+            return [(slot.run.job, slot.device) for slot in self._slots if slot.worker is not None and slot.run]
+
     def status(self) -> RunStatus:
         interrupted = tuple(job_name(j) for j in self.queue.interrupted())
         with self._lock:
-            status = self._run.status if self._run else RunStatus()
-            history = tuple(self._run.history) if self._run else ()
-            eval_history = tuple(self._run.eval_history) if self._run else ()
-            samples = tuple(self._run.samples) if self._run else ()
-        if self._run is None and interrupted:
+            run = self._shown
+            status = run.status if run else RunStatus()
+            history = tuple(run.history) if run else ()
+            eval_history = tuple(run.eval_history) if run else ()
+            samples = tuple(run.samples) if run else ()
+            others = tuple((slot.run.status.name, slot.device, slot.run.status.step, slot.run.status.total)
+                           for slot in self._slots if slot.worker is not None and slot.run and slot.run is not run)
+            idle = sum(slot.worker is None for slot in self._slots)
+        if run is None and interrupted:
             status = replace(status, state="interrupted", message=interrupted_notice(interrupted))
         return replace(status, history=history, eval_history=eval_history, samples=samples, queued=len(self.queue),
-                       interrupted=interrupted)
+                       interrupted=interrupted, others=others, idle_devices=idle)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the worker has nothing left to do (tests, CLI). True if it finished in time."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            return not worker.is_alive()
-        return True
+        """Block until every worker has nothing left to do (tests, CLI). True if they finished in time."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                workers = [slot.worker for slot in self._slots if slot.worker is not None]
+            if not workers:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            workers[0].join(left)
 
-    # -- the worker ----------------------------------------------------------------------------------------------
-    def _busy(self) -> bool:
-        return self._worker is not None  # cleared by the worker itself, under the lock, when the queue is empty
+    # -- the workers ---------------------------------------------------------------------------------------------
+    def _idle(self) -> list[_Slot]:
+        return [slot for slot in self._slots if slot.worker is None]
 
-    def _ensure_worker(self, first: Job | None) -> None:
-        """Caller holds the lock. Starts the worker if it is not running (it then takes `first`, else the queue)."""
-        if self._busy():
-            return
-        if first is None and not len(self.queue):
-            return
-        if first is not None:  # show it as busy from this moment, before the thread has started
-            self._run = self._new_run(first)
-        self._worker = threading.Thread(target=self._work, args=(first,), name="traintrain-worker", daemon=True)
-        self._worker.start()
+    def _running(self, run: _Run) -> bool:
+        return any(slot.run is run and slot.worker is not None for slot in self._slots)
 
-    def _new_run(self, job: Job) -> _Run:
-        control = JobControl(external_interrupt=self.host.interrupted, external_skip=self.host.skipped)
-        run = _Run(job, control, RunStatus(name=job_name(job), mode=job.mode, state="loading",
+    def _dispatch(self, first: Job | None) -> _Slot | None:
+        """Caller holds the lock. `first` on the first idle device (returned); then as many idle devices as there
+        are queued jobs get a worker, which takes them from the queue."""
+        idle = self._idle()
+        slot = None
+        if first is not None:
+            slot = idle.pop(0)
+            slot.run = self._shown = self._new_run(first, slot)  # busy from this moment, before the thread starts
+            self._start_worker(slot, first)
+        for spare in idle[:len(self.queue)]:
+            self._start_worker(spare, None)
+        return slot
+
+    def _start_worker(self, slot: _Slot, first: Job | None) -> None:
+        name = "traintrain-worker" + (f"-{slot.device}" if slot.device else "")
+        slot.worker = threading.Thread(target=self._work, args=(slot, first), name=name, daemon=True)
+        slot.worker.start()
+
+    def _new_run(self, job: Job, slot: _Slot) -> _Run:
+        control = JobControl(external_interrupt=slot.host.interrupted, external_skip=slot.host.skipped)
+        run = _Run(job, control, RunStatus(name=job_name(job), mode=job.mode, state="loading", device=slot.device,
                                            message="loading the model and caching the training data…"))
-        control.on_event = lambda event, run=run: self._on_event(run, event)
+        control.on_event = lambda event, run=run, host=slot.host: self._on_event(run, host, event)
         return run
 
-    def _work(self, job: Job | None) -> None:
+    def _work(self, slot: _Slot, job: Job | None) -> None:
         while True:
             with self._lock:  # popping and retiring under the lock: an enqueue never falls between the two
                 if job is None:
                     job = self.queue.pop(running=True)  # kept in the file as "running" until it ends
                     if job is None:
-                        self._worker = None
+                        slot.worker = None
                         return
-                    self._run = self._new_run(job)
+                    slot.run = self._shown = self._new_run(job, slot)
                 else:
                     self.queue.mark_running(job)
-                run = self._run
+                run = slot.run
             try:
-                self._execute(run)
+                self._execute(run, slot.host)
             finally:
-                self.queue.mark_ended()
+                self.queue.mark_ended(run.job)
             job = None
 
-    def _execute(self, run: _Run) -> None:
+    def _execute(self, run: _Run, host: Host) -> None:
         try:
-            with self.host.job_context(run.job):
-                result = self._run_job(run.job, self.host, run.control, self.logs_dir, self.json_dir)
+            with host.job_context(run.job):
+                result = self._run_job(run.job, host, run.control, self.logs_dir, self.json_dir)
             state = "finished" if result.status == Status.FINISHED else "stopped"
             message = result.message + (f"\nIn a prompt: {prompt_tag(result.path)}" if result.path else "")
             self._set(run, state=state, message=message, path=str(result.path) if result.path else None)
@@ -225,9 +291,9 @@ class TrainingService:
         with self._lock:
             run.status = replace(run.status, **changes)
 
-    def _on_event(self, run: _Run, event: dict) -> None:
+    def _on_event(self, run: _Run, host: Host, event: dict) -> None:
         try:
-            self.host.report(event)  # the host's own progress display (the webui's shared.state, its Lora list)
+            host.report(event)  # the host's own progress display (the webui's shared.state, its Lora list)
         except Exception:  # noqa: BLE001 — a display must never end a training job
             log.exception("the host could not show a %s event", event["kind"])
         kind = event["kind"]

@@ -40,13 +40,17 @@ def addift_timestep(step: int, t_min: int, t_max: int, random_in_span: bool, gen
 
 def addift_step(ctx, step: int, original, target, cond_original, cond_target, size_px, mask=None,
                 prompts=None) -> StepOutput:
-    """One ADDifT step on a batch of pairs (latents (B, 4, h, w)); `cond_*` are (hidden, pooled) or callables."""
+    """One ADDifT step on a batch of pairs (latents (B, 4, h, w)); `cond_*` are (hidden, pooled) or callables, of
+    this process's share of the batch."""
     s = ctx.settings
     turn = step % 2 == 0
     t_value = addift_timestep(step, s.train_min_timesteps, s.train_max_timesteps, s.diff_random_timesteps_in_span,
                               ctx.generator)
-    t = torch.full((original.shape[0],), t_value, device=ctx.device)
     noise = ctx.noise_like(original)
+    # a data-parallel run draws the noise of the whole batch and keeps this process's share (engine/distributed.py)
+    original, target, noise = ctx.world.share(original), ctx.world.share(target), ctx.world.share(noise)
+    mask = ctx.world.share(mask) if mask is not None else None
+    t = torch.full((original.shape[0],), t_value, device=ctx.device)
     if s.diff_alt_ratio < 0 and not turn:
         original = target = noise  # null step: on pure noise the negative LoRA must change nothing
     a, b = (original, target) if turn else (target, original)

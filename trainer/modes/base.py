@@ -10,6 +10,7 @@
     mode.quality_report(ctx)         after the last pass, before its final save (None: no report)
     mode.state_dict()                its iteration state, saved with a training state (load_state_dict resumes)
     mode.eval_outputs(ctx, g, ts)    the evaluation loss's batches, when eval_every_n_steps is set
+    mode.shared_data() / adopt_shared(ctx, data)   a data-parallel mode's cache, from rank 0 to the other processes
 
 A mode never drives the engine or the runner itself; `StepOutput` and `TrainContext` are all it needs of them.
 """
@@ -50,6 +51,7 @@ class Mode:
     name = ""
     resolution: tuple[int, int] | None = None  # (height, width) for the metadata; None: the family's
     tag_frequency: dict | None = None  # caption tags → count (`ss_tag_frequency`)
+    data_parallel = False  # a dataset mode several processes can share out (engine/distributed.py)
 
     def __init__(self, job):
         self.job = job
@@ -64,6 +66,14 @@ class Mode:
 
     def prepare(self, ctx: TrainContext) -> None:
         raise NotImplementedError
+
+    def shared_data(self) -> dict:
+        """What prepare cached (tensors, captions), sent from rank 0 to the other processes of a data-parallel
+        run; `adopt_shared` takes it there instead of preparing again."""
+        raise NotImplementedError(f"{self.name} does not train on several processes")
+
+    def adopt_shared(self, ctx: TrainContext, data: dict) -> None:
+        raise NotImplementedError(f"{self.name} does not train on several processes")
 
     def passes(self) -> list[Pass]:
         """One pass with the job's settings, continuing `network_resume` when it is set."""

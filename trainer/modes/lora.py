@@ -51,6 +51,7 @@ def stack_masks(masks: list[torch.Tensor | None], like: torch.Tensor) -> torch.T
 
 class LoRAMode(Mode):
     name = "LoRA"
+    data_parallel = True
 
     def __init__(self, job):
         super().__init__(job)
@@ -74,6 +75,7 @@ class LoRAMode(Mode):
         log.info("%d training images in %d bucket(s): %s", len(samples), len(counts),
                  ", ".join(f"{w}x{h}: {n}" for (w, h), n in counts.items()))
         c.vae.to(ctx.device)
+        batch = ctx.world.global_batch(s.train_batch_size)
         for size in counts:
             members = [x for x in samples if x.bucket == size]
             latents = encode_latents(c.vae, [x.image for x in members], c.family, ctx.generator).to(ctx.device)
@@ -81,16 +83,30 @@ class LoRAMode(Mode):
             hidden = pooled = None
             if self.caches_conditionings:
                 hidden, pooled = self._encode(ctx, captions)
-            items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
+            items = repeat_items(len(members), s.image_num_multiply, batch)
             masks = stack_masks([x.mask for x in members], latents)
             self.buckets.append(Bucket(size, latents, captions, hidden, pooled, masks, items))
         if self.caches_conditionings and s.caption_dropout_rate:
             self.empty = self._encode(ctx, [""])
+        self._cached(ctx)
+
+    def _cached(self, ctx) -> None:
+        """After the data is cached: free what the steps no longer need, and order the batches."""
+        c = ctx.components
         if not ctx.keep_vae:
             c.vae = None  # latents are cached; the VAE is not needed again
         if self.caches_conditionings:
             c.text_encoders = []  # conditionings are cached too
-        self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)
+        batch = ctx.world.global_batch(ctx.settings.train_batch_size)
+        self.batches = BucketBatches([len(b.items) for b in self.buckets], batch, ctx.rng)
+
+    def shared_data(self) -> dict:
+        """What prepare cached, for the other processes of a data-parallel run (engine/distributed.py)."""
+        return {"buckets": self.buckets, "tag_frequency": self.tag_frequency, "empty": self.empty}
+
+    def adopt_shared(self, ctx, data: dict) -> None:
+        self.buckets, self.tag_frequency, self.empty = data["buckets"], data["tag_frequency"], data["empty"]
+        self._cached(ctx)
 
     def state_dict(self) -> dict:
         """The data order: the epoch and the batches still due in it (a training state saves it)."""
@@ -105,11 +121,13 @@ class LoRAMode(Mode):
         return not self.trains_text_encoder and not self.job.settings.shuffle_caption
 
     def _conditionings(self, ctx, bucket: Bucket, rows: list[int]):
-        """(hidden, pooled) of a batch: cached, or encoded for this step's captions (dropout, shuffled tags)."""
+        """(hidden, pooled) of this process's share of a batch: cached, or encoded for this step's captions
+        (dropout, shuffled tags). Every caption of the whole batch is drawn, so all processes' generators agree."""
         s = ctx.settings
         captions = [bucket.captions[r] for r in rows]
         if varies_per_step(s):
             captions = [step_caption(caption, s, ctx.rng) for caption in captions]
+        rows, captions = ctx.world.share(rows), ctx.world.share(captions)
         if self.trains_text_encoder:
             return encode_prompts(ctx.components, captions, ctx.device)
         if not self.caches_conditionings:
@@ -133,16 +151,20 @@ class LoRAMode(Mode):
         return hidden.to(ctx.model_dtype), pooled.to(ctx.model_dtype) if pooled is not None else None
 
     def step(self, ctx, index: int) -> StepOutput:
+        """One batch of a random bucket: noised at random timesteps and predicted. In a data-parallel run the
+        whole batch is drawn (items, noise, timesteps) and this process predicts its share of the rows."""
+        world = ctx.world
         b, picks = next(self.batches)
         bucket = self.buckets[b]
-        rows = [bucket.items[i] for i in picks]
+        rows = world.fill([bucket.items[i] for i in picks], ctx.settings.train_batch_size)
         latents = bucket.latents[rows]
         noise = ctx.noise_like(latents)
         t = ctx.timesteps(len(rows))
-        noisy = diffusion.add_noise(latents, noise, t, ctx.alpha_bar)
         hidden, pooled = self._conditionings(ctx, bucket, rows)
+        latents, noise, t = world.share(latents), world.share(noise), world.share(t)
+        noisy = diffusion.add_noise(latents, noise, t, ctx.alpha_bar)
         pred = self._predict(ctx, bucket, noisy, t, hidden, pooled)
-        mask = bucket.masks[rows] if bucket.masks is not None else None
+        mask = bucket.masks[world.share(rows)] if bucket.masks is not None else None
         return StepOutput(pred, ctx.diffusion_target(latents, noise, t), t, mask)
 
     def _predict(self, ctx, bucket: Bucket, noisy, t, hidden, pooled):

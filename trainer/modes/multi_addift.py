@@ -36,6 +36,7 @@ class PairBucket:
 
 class MultiADDifTMode(Mode):
     name = "Multi-ADDifT"
+    data_parallel = True
 
     def __init__(self, job):
         super().__init__(job)
@@ -67,6 +68,7 @@ class MultiADDifTMode(Mode):
         if s.diff_revert_original_target:
             grouped = {k: [(t, o) for o, t in v] for k, v in grouped.items()}
         vae = c.vae.to(ctx.device)
+        batch = ctx.world.global_batch(s.train_batch_size)
         self.buckets = []
         for size, members in grouped.items():
             originals = encode_latents(vae, [o.image for o, _ in members], c.family, ctx.generator).to(ctx.device)
@@ -75,12 +77,25 @@ class MultiADDifTMode(Mode):
             captions = [(o.caption, t.caption) for o, t in members]
             conds = None if self.trains_text_encoder else [
                 (common.encode(ctx, [a]), common.encode(ctx, [b])) for a, b in captions]
-            items = repeat_items(len(members), s.image_num_multiply, s.train_batch_size)
+            items = repeat_items(len(members), s.image_num_multiply, batch)
             self.buckets.append(PairBucket(size, originals, targets, masks, captions, conds, items))
         log.info("Multi-ADDifT: %d pair images in %d bucket(s)", sum(len(b.captions) for b in self.buckets),
                  len(self.buckets))
+        self._cached(ctx)
+
+    def _cached(self, ctx) -> None:
+        """After the data is cached: free what the steps no longer need, and order the batches."""
         common.free_vae_and_text(ctx, keep_text=self.trains_text_encoder)
-        self.batches = BucketBatches([len(b.items) for b in self.buckets], s.train_batch_size, ctx.rng)
+        batch = ctx.world.global_batch(ctx.settings.train_batch_size)
+        self.batches = BucketBatches([len(b.items) for b in self.buckets], batch, ctx.rng)
+
+    def shared_data(self) -> dict:
+        """What prepare cached, for the other processes of a data-parallel run (engine/distributed.py)."""
+        return {"buckets": self.buckets}
+
+    def adopt_shared(self, ctx, data: dict) -> None:
+        self.buckets = data["buckets"]
+        self._cached(ctx)
 
     def state_dict(self) -> dict:
         """The data order: the epoch and the batches still due in it (a training state saves it)."""
@@ -98,12 +113,15 @@ class MultiADDifTMode(Mode):
         return lambda ctx, grad: common.encode(ctx, texts, grad=grad and torch.is_grad_enabled())
 
     def step(self, ctx, index: int) -> StepOutput:
+        """A batch of pairs from one bucket; in a data-parallel run addift_step keeps this process's share of it
+        (the conditionings are looked up for that share only)."""
         b, picks = next(self.batches)
         bucket = self.buckets[b]
-        rows = [bucket.items[i] for i in picks]
+        rows = ctx.world.fill([bucket.items[i] for i in picks], ctx.settings.train_batch_size)
+        mine = ctx.world.share(rows)
         width, height = bucket.size
-        return addift_step(ctx, index, bucket.original[rows], bucket.target[rows], self._conds(bucket, rows, 0),
-                           self._conds(bucket, rows, 1), (height, width), bucket.masks[rows])
+        return addift_step(ctx, index, bucket.original[rows], bucket.target[rows], self._conds(bucket, mine, 0),
+                           self._conds(bucket, mine, 1), (height, width), bucket.masks[rows])
 
     def eval_outputs(self, ctx, generator, t_values: list[int]) -> list[StepOutput]:
         """The first EVAL_SAMPLES pairs of each of the first EVAL_BUCKETS buckets (engine/evaluation.py)."""

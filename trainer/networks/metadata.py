@@ -55,8 +55,10 @@ def build_metadata(
     finished_at: float | None = None,
     session_id: int | None = None,
     mode: str = "LoRA",
+    num_processes: int = 1,
 ) -> dict[str, str]:
-    """All values are strings (safetensors metadata). `settings` uses upstream's setting names."""
+    """All values are strings (safetensors metadata). `settings` uses upstream's setting names. `num_processes`:
+    of a data-parallel run, whose batch per step is kohya's `ss_total_batch_size` = per-device batch × processes."""
     s = settings or {}
     height, width = resolution or (family.resolution, family.resolution)
     started_at = time.time() if started_at is None else started_at
@@ -89,6 +91,8 @@ def build_metadata(
         "ss_mixed_precision": s.get("train_model_precision", ""),
         "ss_seed": s.get("train_seed", ""),
         "ss_batch_size_per_device": s.get("train_batch_size", ""),
+        "ss_total_batch_size": _total_batch(s.get("train_batch_size", ""), num_processes),
+        "ss_num_processes": num_processes,
         "ss_gradient_checkpointing": s.get("use_gradient_checkpointing", ""),
         "ss_loss_type": s.get("train_loss_function", ""),
         # kohya sd-scripts' names for the noise and caption options (beyond upstream; defaults are "off")
@@ -111,6 +115,13 @@ def build_metadata(
         "traintrain.mode": mode,
     }
     return {k: v if isinstance(v, str) else str(v) for k, v in meta.items()}
+
+
+def _total_batch(per_device, num_processes: int):
+    try:
+        return int(per_device) * num_processes
+    except (TypeError, ValueError):
+        return ""
 
 
 def _flag(value) -> bool:

@@ -129,8 +129,9 @@ def lock_down_apps(port: int) -> None:
     App.create_app = staticmethod(create_app)
 
 
-def build_app(models_dir: Path | None = None, output_dir: Path | None = None, data_dir: Path | None = None):
-    """(blocks, service): the tab over a StandaloneHost, ready to launch."""
+def build_app(models_dir: Path | None = None, output_dir: Path | None = None, data_dir: Path | None = None,
+              devices=None):
+    """(blocks, service): the tab over a StandaloneHost, ready to launch. `devices`: a queue worker on each."""
     from ..host.standalone import StandaloneHost
     from ..jobs.service import TrainingService
     from .tab import build_tab
@@ -139,14 +140,14 @@ def build_app(models_dir: Path | None = None, output_dir: Path | None = None, da
     host = StandaloneHost(lora_dir=Path(output_dir) if output_dir else ROOT / "output",
                           models_dir=Path(models_dir) if models_dir else None)
     service = TrainingService(host, queue_file=folders.json / "queue.json", logs_dir=folders.logs,
-                              json_dir=folders.json)
+                              json_dir=folders.json, devices=devices)
     blocks = build_tab(service, host, folders)
     blocks.title = "TrainTrain"
     return blocks, service
 
 
-def serve(models_dir=None, output_dir=None, data_dir=None, port: int = 7870, block: bool = True):
-    blocks, service = build_app(models_dir, output_dir, data_dir)
+def serve(models_dir=None, output_dir=None, data_dir=None, port: int = 7870, block: bool = True, devices=None):
+    blocks, service = build_app(models_dir, output_dir, data_dir, devices)
     inject_into_pages(head_html())
     lock_down_apps(port)
     blocks.launch(server_name="127.0.0.1", server_port=port, inbrowser=False, share=False,

@@ -335,7 +335,7 @@ class TrainTrainTab:
         status = self.service.status()
         busy = status.busy
         return {self.message: self._text(notice, status), self.progress: progress_html(status),
-                self.start: gr.update(interactive=not busy), self.stop: gr.update(interactive=busy),
+                self.start: gr.update(interactive=status.idle_devices > 0), self.stop: gr.update(interactive=busy),
                 self.stop_save: gr.update(interactive=busy)}
 
     def _say_with_status(self, notice: str) -> dict:
@@ -441,8 +441,14 @@ class TrainTrainTab:
         return {self.widgets[key]: value for key, value in copied.items()}
 
     def _queue_rows(self) -> list[list[str]]:
-        """The waiting jobs, then those a crash interrupted (named "<name> (interrupted)"; Delete dismisses them)."""
-        rows = [queue_row(job) for job in self.service.queue.jobs()]
+        """With several devices first the jobs training ("<name> (training on cuda:1)"); then the waiting jobs, then
+        those a crash interrupted (named "<name> (interrupted)"; Delete dismisses them)."""
+        rows = []
+        for job, device in self.service.running():
+            if device:
+                row = queue_row(job)
+                rows.append([f"{row[0]} (training on {device})", *row[1:]])
+        rows += [queue_row(job) for job in self.service.queue.jobs()]
         for job in self.service.queue.interrupted():
             row = queue_row(job)
             rows.append([f"{row[0]} (interrupted)", *row[1:]])
