@@ -1,10 +1,12 @@
 """Start-up: from a fresh Python to the first optimizer step of a LoRA run, ours against diffusers' pipeline path.
 
-    python bench/startup.py [--size tiny|full] [--model CKPT] [--runs 3]
+    python bench/startup.py [--size tiny|full] [--model CKPT] [--runs 3] [--cache-only]
 
 Ours: `python -m trainer`'s path (read the checkpoint → components → cache latents of 8 images → step 1).
 Reference: `StableDiffusionPipeline.from_single_file(CKPT, config=<local folder>)` → the same caching → one
-step of the reference loop. Each run is a fresh subprocess (imports count); the table gives median seconds.
+step of the reference loop. Then `cache_latents_to_disk`: a first run (no cache yet: it encodes and writes the files
+beside the images) against the same run repeated (it reads them, no VAE). Each run is a fresh subprocess (imports
+count); the tables give median seconds. `--cache-only`: the second table only.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from trainer.settings import job_from_json
 job, _ = job_from_json({"mode": "LoRA", "model": sys.argv[2], "lora_data_directory": sys.argv[3],
     "image_size(height, width)": sys.argv[4], "image_min_length": sys.argv[4], "train_iterations": "2",
     "train_batch_size": "1", "save_lora_name": "startup", "save_overwrite": True, "train_model_precision": "fp32",
+    "cache_latents_to_disk": sys.argv[6] == "1",
     "network_blocks(BASE = TextEncoder)": [b for b in __import__("trainer.networks.blocks", fromlist=["x"]).BLOCK_IDS if b != "BASE"]})
 control = JobControl()
 marks = {}
@@ -116,6 +119,7 @@ def main():
     p.add_argument("--model", help="an SD1.x checkpoint (default: a random one of --size, in a scratch folder)")
     p.add_argument("--res", type=int, default=256)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--cache-only", action="store_true", help="only the first-run / repeated-run comparison")
     args = p.parse_args()
     from trainer.demo_assets import ensure_sample_images
     from trainer.models.demo import make_demo_model
@@ -128,12 +132,23 @@ def main():
         ensure_sample_images(images, size=args.res)
         for src in list(images.glob("*.png")):  # 4 drawn images, twice: 8
             (images / f"copy_{src.name}").write_bytes(src.read_bytes())
-        config = diffusers_folder(model, scratch / "diffusers")
-        ours, theirs = [], []
+        ours, theirs, first, repeated = [], [], [], []
+        if not args.cache_only:
+            config = diffusers_folder(model, scratch / "diffusers")
+            for _ in range(args.runs):
+                ours.append(run(OURS, model, images, args.res, scratch / "out", 0))
+                theirs.append(run(REFERENCE, model, images, args.res, config, Path(__file__).parent))
         for _ in range(args.runs):
-            ours.append(run(OURS, model, images, args.res, scratch / "out"))
-            theirs.append(run(REFERENCE, model, images, args.res, config, Path(__file__).parent))
+            for stale in images.glob("*.traintrain-cache.safetensors"):
+                stale.unlink()
+            first.append(run(OURS, model, images, args.res, scratch / "out", 1))
+            repeated.append(run(OURS, model, images, args.res, scratch / "out", 1))
     print(f"{model.name} ({args.size}), 8 images at {args.res}px, {args.runs} runs each")
+    a, b = median([r["seconds"] for r in repeated]), median([r["seconds"] for r in first])
+    print(table([("start-up to step 1", f"{a:.2f}", f"{b:.2f}", f"{a / b:.3f}")],
+                ("cache_latents_to_disk", "repeated run s", "first run s", "ratio")))
+    if args.cache_only:
+        return
     rows = []
     for label, key in (("imports + checkpoint → components", "loaded"), ("start-up to step 1", "seconds")):
         a, b = median([r[key] for r in ours]), median([r[key] for r in theirs])

@@ -19,12 +19,12 @@ def test_table_has_upstreams_59_settings():
     assert len(UPSTREAM) == 59 and len(BY_NAME) == len(TABLE)
     ours = [s.name for s in TABLE if not s.upstream]
     assert ours[0] == "diff_random_timesteps_in_span"
-    # issue 16's settings, by the names kohya sd-scripts users know
+    # issue 16's settings and issue 14's latent cache, by the names kohya sd-scripts users know
     assert set(ours[1:]) == {
         "sample_prompts", "sample_every_n_steps", "sample_multipliers", "sample_steps", "sample_cfg", "sample_seed",
         "sample_size", "sample_sampler", "save_state", "resume", "eval_every_n_steps", "noise_offset",
         "multires_noise_iterations", "multires_noise_discount", "debiased_estimation_loss", "caption_dropout_rate",
-        "shuffle_caption", "keep_tokens"}
+        "shuffle_caption", "keep_tokens", "cache_latents_to_disk"}
     for name in ("image_size(height, width)", "network_blocks(BASE = TextEncoder)", "train_fixed_timsteps_in_batch",
                  "train_VAE_precision", "use_2nd_pass_settings"):
         assert name in BY_NAME

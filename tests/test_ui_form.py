@@ -293,9 +293,9 @@ HIDDEN = {
               "image_use_filename_as_tag", "image_disable_upscale", "train_textencoder_learning_rate",
               "diff_alt_ratio", "diff_revert_original_target", "diff_use_diff_mask", "diff_load_1st_pass",
               "diff_save_1st_pass", "diff_1st_pass_only", "diff_random_timesteps_in_span",
-              # ours, beyond upstream: iLECO trains on latents it denoises itself and has no captions
+              # ours, beyond upstream: iLECO trains on latents it denoises itself and has no captions or images
               "noise_offset", "multires_noise_iterations", "multires_noise_discount", "caption_dropout_rate",
-              "shuffle_caption", "keep_tokens"},
+              "shuffle_caption", "keep_tokens", "cache_latents_to_disk"},
 }
 GROUPS = {"LoRA": {"group:2nd pass": False, "group:iLECO": False, "group:images": False},
           "iLECO": {"group:2nd pass": False, "group:iLECO": True, "group:images": False}}

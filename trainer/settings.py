@@ -247,6 +247,9 @@ TABLE: tuple[Setting, ...] = (
        "with each periodic save (and Stop and Save) also save the training state, to resume from", upstream=False),
     _s("resume", TEXT, "", STR, L | I | D | A | M, EXT2,
        "folder of a saved training state (<name>_<N>steps-state) to continue", upstream=False),
+    _s("cache_latents_to_disk", CHECK, False, BOOL, L | M, EXT2,
+       "keep the VAE's latents (and frozen captions' conditionings) beside the images; the next run on the same "
+       "images skips the VAE", upstream=False),
     _s("eval_every_n_steps", TEXT, "0", INT, L | I | D | A | M, EXT2,
        "evaluation loss on a fixed held-out set every N steps; 0 = off", minimum=0, upstream=False),
     _s("noise_offset", TEXT, "0", FLOAT, L | D | A | M, EXT3,

@@ -43,9 +43,11 @@ STATE_FILE, JOB_FILE, NETWORK_FILE, TRAINING_FILE, LOG_FILE = (
     "state.json", "job.json", "network.safetensors", "training.pt", "log.csv")
 # What changes no step's maths: what is saved and logged and how, previews and the evaluation loss (they draw from
 # their own generators), the strength applied when saving, gradient checkpointing (it recomputes the same
-# activations). train_seed is compared as the seed the run drew (-1 here: the state's).
+# activations), the latent cache (the same posteriors, the same noise). train_seed is compared as the seed the run
+# drew (-1 here: the state's).
 MAY_DIFFER = frozenset({s.key for s in TABLE if s.key.startswith(("save_", "logging_", "sample_"))} | {
-    "resume", "eval_every_n_steps", "network_strength", "use_gradient_checkpointing", "diff_save_1st_pass"})
+    "resume", "eval_every_n_steps", "network_strength", "use_gradient_checkpointing", "diff_save_1st_pass",
+    "cache_latents_to_disk"})
 JOB_FIELDS = ("original_prompt", "target_prompt", "original_image", "target_image")
 NEW_RUN = "resume with the state's settings or start a new run"
 CHOOSE = f"choose a <name>_<N>steps{STATE_SUFFIX} folder"

@@ -17,6 +17,7 @@ import torch
 
 from ..data.batches import BucketBatches, repeat_items
 from ..data.cache import encode_latents
+from ..data.disk_cache import DiskCache
 from ..data.captions import step_caption, varies_per_step
 from ..data.images import find_images
 from ..data.samples import bucket_counts, build_samples
@@ -74,20 +75,28 @@ class LoRAMode(Mode):
         counts = bucket_counts(samples)
         log.info("%d training images in %d bucket(s): %s", len(samples), len(counts),
                  ", ".join(f"{w}x{h}: {n}" for (w, h), n in counts.items()))
-        c.vae.to(ctx.device)
+        disk = DiskCache.of_components(c, self.caches_conditionings) if s.cache_latents_to_disk else None
         batch = ctx.world.global_batch(s.train_batch_size)
         for size in counts:
             members = [x for x in samples if x.bucket == size]
-            latents = encode_latents(c.vae, [x.image for x in members], c.family, ctx.generator).to(ctx.device)
+            sources = [x.source for x in members]
+            latents = encode_latents(c.vae, [x.image for x in members], c.family, ctx.generator, cache=disk,
+                                     sources=sources, device=ctx.device).to(ctx.device)
             captions = [x.caption for x in members]
             hidden = pooled = None
             if self.caches_conditionings:
-                hidden, pooled = self._encode(ctx, captions)
+                hidden, pooled = self._encode_or_read(ctx, captions, sources, disk)
             items = repeat_items(len(members), s.image_num_multiply, batch)
             masks = stack_masks([x.mask for x in members], latents)
             self.buckets.append(Bucket(size, latents, captions, hidden, pooled, masks, items))
         if self.caches_conditionings and s.caption_dropout_rate:
             self.empty = self._encode(ctx, [""])
+        if disk is not None:
+            disk.flush()
+            log.info("cache_latents_to_disk: %d read from the files beside the images, %d computed", disk.hits,
+                     disk.computed)
+        if ctx.keep_vae:
+            c.vae.to(ctx.device)  # previews decode with it (it stayed where it was if every latent was cached)
         self._cached(ctx)
 
     def _cached(self, ctx) -> None:
@@ -140,6 +149,21 @@ class LoRAMode(Mode):
             hidden[dropped] = self.empty[0].to(hidden)
             if pooled is not None:
                 pooled[dropped] = self.empty[1].to(pooled)
+        return hidden, pooled
+
+    def _encode_or_read(self, ctx, captions: list[str], sources: list[str], disk):
+        """A bucket's conditionings: all from the disk cache when every caption is there, else encoded together
+        (as without the cache) and added to it."""
+        if disk is None:
+            return self._encode(ctx, captions)
+        found = [disk.conditioning(source, caption) for source, caption in zip(sources, captions)]
+        if all(f is not None for f in found):
+            hidden = torch.stack([f[0] for f in found]).to(ctx.device)
+            pooled = torch.stack([f[1] for f in found]).to(ctx.device) if found[0][1] is not None else None
+            return hidden, pooled
+        hidden, pooled = self._encode(ctx, captions)
+        for i, (source, caption) in enumerate(zip(sources, captions)):
+            disk.put_conditioning(source, caption, hidden[i], pooled[i] if pooled is not None else None)
         return hidden, pooled
 
     @torch.no_grad()

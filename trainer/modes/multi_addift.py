@@ -12,6 +12,7 @@ import torch
 
 from ..data.batches import BucketBatches, repeat_items
 from ..data.cache import encode_latents
+from ..data.disk_cache import DiskCache
 from ..data.images import ImageFile, caption_for, open_image
 from ..data.samples import samples_for_image
 from ..engine.types import StepOutput
@@ -67,12 +68,13 @@ class MultiADDifTMode(Mode):
             raise UserError("Multi-ADDifT: no pair fits a bucket; untick image_disable_upscale or lower image_size")
         if s.diff_revert_original_target:
             grouped = {k: [(t, o) for o, t in v] for k, v in grouped.items()}
-        vae = c.vae.to(ctx.device)
+        disk = DiskCache.of_components(c, texts=False) if s.cache_latents_to_disk else None
         batch = ctx.world.global_batch(s.train_batch_size)
         self.buckets = []
         for size, members in grouped.items():
-            originals = encode_latents(vae, [o.image for o, _ in members], c.family, ctx.generator).to(ctx.device)
-            targets = encode_latents(vae, [t.image for _, t in members], c.family, ctx.generator).to(ctx.device)
+            originals, targets = (encode_latents(c.vae, [x[side].image for x in members], c.family, ctx.generator,
+                                                 cache=disk, sources=[x[side].source for x in members],
+                                                 device=ctx.device).to(ctx.device) for side in (0, 1))
             masks = torch.stack([pairs.difference_mask(o.image, t.image) for o, t in members]).to(ctx.device)
             captions = [(o.caption, t.caption) for o, t in members]
             conds = None if self.trains_text_encoder else [
@@ -81,6 +83,12 @@ class MultiADDifTMode(Mode):
             self.buckets.append(PairBucket(size, originals, targets, masks, captions, conds, items))
         log.info("Multi-ADDifT: %d pair images in %d bucket(s)", sum(len(b.captions) for b in self.buckets),
                  len(self.buckets))
+        if disk is not None:
+            disk.flush()
+            log.info("cache_latents_to_disk: %d read from the files beside the images, %d computed", disk.hits,
+                     disk.computed)
+        if ctx.keep_vae:
+            c.vae.to(ctx.device)  # previews decode with it (it stayed where it was if every latent was cached)
         self._cached(ctx)
 
     def _cached(self, ctx) -> None:
