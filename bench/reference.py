@@ -44,11 +44,11 @@ class ReferenceLoop:
         self.unet, self.latents, self.hidden, self.alpha_bar, self.added = unet, latents, hidden, alpha_bar, added
         self.adapters = nn.ModuleList(HookedLowRank(layer, rank, alpha) for layer in layers)
         self.optimizer = torch.optim.AdamW(self.adapters.parameters(), lr=lr)
-        self.generator = torch.Generator().manual_seed(1)
+        self.generator = torch.Generator(latents.device).manual_seed(1)
 
     def step(self) -> float:
-        noise = torch.randn(self.latents.shape, generator=self.generator)
-        t = torch.randint(0, 1000, (self.latents.shape[0],), generator=self.generator)
+        noise = torch.randn(self.latents.shape, generator=self.generator, device=self.latents.device)
+        t = torch.randint(0, 1000, (self.latents.shape[0],), generator=self.generator, device=self.latents.device)
         a = self.alpha_bar[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * self.latents + (1 - a).sqrt() * noise
         pred = self.unet(noisy, t, self.hidden, added_cond_kwargs=self.added).sample

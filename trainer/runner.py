@@ -175,13 +175,15 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
     seed = resumed.seed if resumed else pick_seed(s.train_seed)
     with _GLOBAL_RNG:
         torch.manual_seed(seed)
+    device = torch.device(host.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # the job's own peak, for its message and CSV header
     control.emit(Event.PHASE, text="loading the model…")
     components = host.load_components(job.model, model_dtype(s.train_model_precision),
                                       PRECISIONS[s.train_VAE_precision], True if s.model_v_pred else None, job.vae)
     log.info("%s", components.summary())
     for note in components.notes:
         log.warning("%s", note)
-    device = torch.device(host.device)
     ctx = TrainContext(
         components=components, settings=s, device=device, model_dtype=components.dtype,
         lora_dtype=PRECISIONS[s.train_lora_precision], seed=seed, generator=torch.Generator(device).manual_seed(seed),
@@ -203,8 +205,14 @@ def _run_reserved(job: Job, host: Host, control: JobControl, mode: Mode, base: O
     base.tag_frequency, base.resolution = mode.tag_frequency, mode.resolution
     logs = PassLogs(s.logging_save_csv and world.is_main, started, logs_dir)
     result = run_passes(ctx, mode, passes, base, control, logs, hooks, TrainingStates.of_job(job, host, seed, resumed))
-    if components.notes:
-        result = dataclasses.replace(result, message="\n".join([result.message, *components.notes]))
+    notes = list(components.notes)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        notes.append(f"Peak GPU memory: {peak:.2f} GiB ({device})")
+        for opened in logs.opened:
+            opened.add_header("peak_gpu_memory_gib", f"{peak:.2f}")
+    if notes:
+        result = dataclasses.replace(result, message="\n".join([result.message, *notes]))
     return result
 
 
@@ -343,6 +351,7 @@ class PassLogs:
     enabled: bool
     started: datetime.datetime
     logs_dir: Path | None = None
+    opened: list = dataclasses.field(default_factory=list)  # the LossLogs of the passes so far
 
     def open(self, ctx: TrainContext, suffix: str = ""):
         if not self.enabled:
@@ -352,4 +361,5 @@ class PassLogs:
         kwargs = {"logs_dir": self.logs_dir} if self.logs_dir else {}
         path = csv_path(s.save_lora_name or "untitled", self.started, suffix=suffix, **kwargs)
         extra = ("eval_loss",) if s.eval_every_n_steps > 0 else ()
-        return LossLog(path, header, len(ctx.network.param_groups(1.0)), extra)
+        self.opened.append(LossLog(path, header, len(ctx.network.param_groups(1.0)), extra))
+        return self.opened[-1]

@@ -39,6 +39,14 @@ class LossLog:
                          *[EXTRA_COLUMNS[key] for key in self.extra]])
         write_text_atomic(self.path, text.getvalue())
 
+    def add_header(self, key: str, value) -> None:
+        """One more key,value line at the end of the header block (e.g. the peak GPU memory, known at the end)."""
+        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if line.startswith("Step,"))
+        row = io.StringIO()
+        csv.writer(row).writerow([key, value])
+        write_text_atomic(self.path, "".join(lines[:at]) + row.getvalue() + "".join(lines[at:]))
+
     def append(self, step: int, loss_ema: float, lrs: list[float], raw_loss: float, **values) -> None:
         """One row; `values` by EXTRA_COLUMNS key (missing: blank); other keys (a step event's) are not logged."""
         extra = ["" if values.get(key) is None else values[key] for key in self.extra]
