@@ -19,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from trainer.engine.distributed import SINGLE, World
+from trainer.launch import free_port
 from trainer.runner import run_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +61,7 @@ CASES = {
     "LoRA": {},  # the preset trains BASE too: captions are encoded through the text-encoder LoRA every step
     "Multi-ADDifT": {"mode": "Multi-ADDifT", "diff_target_name": "_after", "diff_use_diff_mask": "true",
                      "lora_trigger_word": "sks"},
+    "LoRA, gradient checkpointing": {"use_gradient_checkpointing": "true"},  # recomputed forwards inside DDP
 }
 
 
@@ -99,6 +101,40 @@ def test_two_gloo_processes_train_what_one_process_trains_at_twice_the_batch(cas
     assert (meta["ss_batch_size_per_device"], meta["ss_total_batch_size"], meta["ss_num_processes"]) == ("1", "2", "2")
     assert csv_steps(tmp_path / "data" / "logs") == [1, 2, 3, 4]  # rank 0 logs, one row per step
     assert "process 1" not in proc.stdout
+
+
+def test_a_two_process_state_resumes_on_two_processes_to_the_same_lora(lora_job, tmp_path):
+    job, _ = lora_job(train_batch_size="1", train_iterations="4", save_per_steps="2", save_state="true",
+                      save_lora_name="rs")
+    config = write_config(job, tmp_path / "job.json")
+    whole = launch_cli(["train", str(config), "--devices", "cpu,cpu", "--output-dir", str(tmp_path / "out")], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    state = tmp_path / "out" / "rs_2steps-state"
+    assert json.loads((state / "state.json").read_text(encoding="utf-8"))["processes"] == 2
+    resumed = launch_cli(["train", "--resume", str(state), "--devices", "cpu,cpu", "--output-dir",
+                          str(tmp_path / "resumed")], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ours, theirs = load_file(str(tmp_path / "resumed" / "rs.safetensors")), load_file(str(tmp_path / "out" /
+                                                                                           "rs.safetensors"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_accelerate_launch_itself_starts_the_same_run(lora_job, tmp_path):
+    """What the README says to run without --devices: accelerate's own CLI, two CPU processes."""
+    job, _ = lora_job(train_batch_size="1", save_lora_name="acc", logging_save_csv="true")
+    config = write_config(job, tmp_path / "job.json")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+                           str(free_port()),
+                           "-m", "trainer", "train", str(config), "--output-dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=240, cwd=ROOT,
+                          env={**os.environ, "TRAINTRAIN_DATA_DIR": str(tmp_path / "data")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with safe_open(str(tmp_path / "out" / "acc.safetensors"), "pt") as f:
+        assert f.metadata()["ss_num_processes"] == "2"
+    assert csv_steps(tmp_path / "data" / "logs") == [1, 2, 3, 4]
+    assert proc.stdout.count("Successfully created") == 1  # process 0 says it; process 1 only trained
 
 
 def test_a_failing_process_ends_the_launch_with_its_one_line(lora_job, tmp_path):

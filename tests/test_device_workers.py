@@ -115,3 +115,30 @@ def test_the_standalone_app_gets_a_worker_per_device(tmp_path):
     assert service.devices == ["cpu#1", "cpu#2"] and service.status().idle_devices == 2
     _, single = build_app(output_dir=tmp_path / "out", data_dir=tmp_path / "data2")
     assert single.devices == [""] and single.status().idle_devices == 1
+
+
+def test_stop_reaches_a_job_still_running_on_another_device(lora_job, tmp_path):
+    import time
+    from types import SimpleNamespace
+
+    from trainer.engine.control import Status
+
+    def runner(job, job_host, control, logs_dir, json_dir):
+        name = job.settings.save_lora_name
+        deadline = time.monotonic() + 30
+        while name == "long" and not control.stop_requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status = Status.STOPPED if control.stop_requested else Status.FINISHED
+        return SimpleNamespace(status=status, path=None, message=f"{name} {status}")
+
+    _, host = lora_job()
+    service = two_device_service(host, tmp_path, runner)
+    service.start(lora_job(save_lora_name="long")[0])
+    service.start(lora_job(save_lora_name="short")[0])  # started last: the one shown
+    deadline = time.monotonic() + 20
+    while len(service.running()) != 1 and time.monotonic() < deadline:  # until "short" has ended
+        time.sleep(0.02)
+    status = service.status()
+    assert (status.name, status.state) == ("short", "finished") and [o[0] for o in status.others] == ["long"]
+    assert service.stop(save=False) == "Stopping 'long' after this step (not saved)."
+    assert service.wait(10)

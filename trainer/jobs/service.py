@@ -2,7 +2,8 @@
 
 One device unless the standalone app is given several (`ui --devices cuda:0,cuda:1`): then each device has its own
 worker, and queued jobs start on whichever device is free, so two jobs train at once. The status shown is that of
-the job started last (Stop stops it); the others are listed beside it with their devices.
+the job started last (Stop stops it, or another device's job once it has ended); the others are listed beside it
+with their devices.
 
 The UI only submits jobs (`start`, `enqueue`), asks to stop, and reads `status()` — a plain snapshot it can render.
 Every job gets its own JobControl (no global stop flag); errors end the job with a one-line message and the worker
@@ -180,7 +181,9 @@ class TrainingService:
     def stop(self, save: bool) -> str:
         with self._lock:
             run = self._shown
-            if run is None or not self._running(run):
+            if run is None or not self._running(run):  # the job shown has ended: another device's, if one runs
+                run = next((slot.run for slot in self._slots if slot.worker is not None and slot.run), None)
+            if run is None:
                 return "No job is running."
             run.control.request_stop(save=save)
             name = run.status.name

@@ -333,7 +333,7 @@ class TrainTrainTab:
 
     def _status_updates(self, notice: str) -> dict:
         status = self.service.status()
-        busy = status.busy
+        busy = status.busy or bool(status.others)  # Stop: the job shown, or another device's when it has ended
         return {self.message: self._text(notice, status), self.progress: progress_html(status),
                 self.start: gr.update(interactive=status.idle_devices > 0), self.stop: gr.update(interactive=busy),
                 self.stop_save: gr.update(interactive=busy)}
