@@ -84,7 +84,9 @@ def cmd_train(args) -> int:
         data = json.loads(config.read_text(encoding="utf-8"))
         images = ensure_sample_images()
         assignments = [*DEMO_OVERRIDES, f"lora_data_directory={images}", *assignments]
-        if os.environ.get("RANK", "0") == "0" and not os.environ.get("TRAINTRAIN_LAUNCHED"):  # said once per launch
+        from .launch import LAUNCHED
+
+        if os.environ.get("RANK", "0") == "0" and not os.environ.get(LAUNCHED):  # said once per launch
             print(f"no config given: a short LoRA run on the sample images in {images} (presets/LoRA.json, "
                   f"60 steps)")
     if args.resume:

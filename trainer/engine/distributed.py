@@ -16,6 +16,7 @@ import os
 
 import torch
 
+
 def launched_processes() -> int:
     """How many processes the launcher started (torchrun's WORLD_SIZE; 1 without a launcher)."""
     try:
