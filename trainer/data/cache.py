@@ -40,3 +40,12 @@ def encode_latents(vae, images, family, generator: torch.Generator, batch_size: 
         latents = mean + std * noise.to(mean)
         out.append(((latents - family.vae_shift) * family.vae_scale).float())
     return torch.cat(out)
+
+
+def finish_caching(ctx, disk=None) -> None:
+    """After a mode's data is encoded: the disk cache's new entries written, and the VAE on the training device when
+    previews decode with it (it stays where it was when every latent came from the cache)."""
+    if disk is not None:
+        disk.flush()
+    if ctx.keep_vae:
+        ctx.components.vae.to(ctx.device)

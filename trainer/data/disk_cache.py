@@ -126,6 +126,8 @@ class DiskCache:
                 log.warning("cache_latents_to_disk: %s not written (%s); the next run encodes it again", path,
                             err.strerror or err)
         self._changed.clear()
+        log.info("cache_latents_to_disk: %d read from the files beside the images, %d computed", self.hits,
+                 self.computed)
 
     def _key(self, kind: str, model_id: str | None, content: str) -> str:
         return f"{kind}.{hashlib.sha256(f'{kind}|{model_id}|{content}'.encode()).hexdigest()[:24]}"

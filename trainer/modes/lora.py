@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.batches import BucketBatches, repeat_items
-from ..data.cache import encode_latents
+from ..data.cache import encode_latents, finish_caching
 from ..data.disk_cache import DiskCache
 from ..data.captions import step_caption, varies_per_step
 from ..data.images import find_images
@@ -91,12 +91,7 @@ class LoRAMode(Mode):
             self.buckets.append(Bucket(size, latents, captions, hidden, pooled, masks, items))
         if self.caches_conditionings and s.caption_dropout_rate:
             self.empty = self._encode(ctx, [""])
-        if disk is not None:
-            disk.flush()
-            log.info("cache_latents_to_disk: %d read from the files beside the images, %d computed", disk.hits,
-                     disk.computed)
-        if ctx.keep_vae:
-            c.vae.to(ctx.device)  # previews decode with it (it stayed where it was if every latent was cached)
+        finish_caching(ctx, disk)
         self._cached(ctx)
 
     def _cached(self, ctx) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.batches import BucketBatches, repeat_items
-from ..data.cache import encode_latents
+from ..data.cache import encode_latents, finish_caching
 from ..data.disk_cache import DiskCache
 from ..data.images import ImageFile, caption_for, open_image
 from ..data.samples import samples_for_image
@@ -83,12 +83,7 @@ class MultiADDifTMode(Mode):
             self.buckets.append(PairBucket(size, originals, targets, masks, captions, conds, items))
         log.info("Multi-ADDifT: %d pair images in %d bucket(s)", sum(len(b.captions) for b in self.buckets),
                  len(self.buckets))
-        if disk is not None:
-            disk.flush()
-            log.info("cache_latents_to_disk: %d read from the files beside the images, %d computed", disk.hits,
-                     disk.computed)
-        if ctx.keep_vae:
-            c.vae.to(ctx.device)  # previews decode with it (it stayed where it was if every latent was cached)
+        finish_caching(ctx, disk)
         self._cached(ctx)
 
     def _cached(self, ctx) -> None:
